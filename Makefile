@@ -1,0 +1,22 @@
+# The two commands of the README: `make demo` (the main job) and `make test` (the test suite).
+# Both set up everything first (scripts/bootstrap.sh: system packages, .venv, pinned deps).
+PY := .venv/bin/python
+SAMPLE := work/sample_catalogue
+
+.PHONY: setup demo test bench clean
+
+setup:
+	@scripts/bootstrap.sh
+
+demo: setup
+	$(PY) -m soundalike sample-catalogue $(SAMPLE) --tracks 24 --seed 0
+	@echo "== two alternate takes of one motif (piano vs plucked strings):"
+	$(PY) -m soundalike compare $(SAMPLE)/track_002_piano_arpeggio.ogg $(SAMPLE)/track_008_plucked_strings.wav --align --plot work/compare.png
+	@echo "== a track against itself:"
+	$(PY) -m soundalike compare $(SAMPLE)/track_002_piano_arpeggio.ogg $(SAMPLE)/track_002_piano_arpeggio.ogg
+
+test: setup
+	$(PY) -m pytest -q
+
+clean:
+	rm -rf work .pytest_cache

@@ -1,0 +1,3 @@
+from soundalike.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,305 @@
+"""The one configuration system: YAML files in ``conf/`` loaded into frozen dataclasses.
+
+A profile file (``conf/local.yaml``, ``conf/databricks.yaml``) names the file it extends
+(``extends: base.yaml``) and overrides what differs. ``--set key.sub=value`` overrides are applied
+once, at the edge (the CLI or a job's ``main``), and every stage receives the typed object.
+Unknown keys are errors, so a typo never silently falls back to a default.
+
+Examples
+--------
+>>> cfg = load_config("conf/local.yaml", overrides=["clips.hop_s=5"])  # doctest: +SKIP
+>>> cfg.clips.hop_s  # doctest: +SKIP
+5.0
+>>> cfg.tables.name("tracks")  # doctest: +SKIP
+'spark_catalog.soundalike.tracks'
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from soundalike.errors import ConfigError
+
+
+@dataclass(frozen=True)
+class CatalogueConfig:
+    """Where the audio catalogue lives and which files belong to it."""
+
+    path: str = "work/sample_catalogue"
+    extensions: tuple[str, ...] = ("wav", "flac", "ogg", "opus", "mp3", "m4a", "aac", "wma", "aif", "aiff")
+    metadata_file: str = "catalogue.json"
+    max_file_bytes: int = 2_000_000_000
+
+
+@dataclass(frozen=True)
+class ClipsConfig:
+    """How tracks are cut into clips and which clips are flagged as not music."""
+
+    clip_s: float = 10.0
+    hop_s: float = 10.0
+    min_tail_s: float = 5.0
+    silence_rms_db: float = -50.0
+    noise_flatness: float = 0.30
+    noise_tonality_max: float = 0.25
+    index_flagged: bool = False
+
+
+@dataclass(frozen=True)
+class EmbedderConfig:
+    """Which embedder turns clips into vectors, and how it is run."""
+
+    name: str = "mel"
+    batch_size: int = 32
+    device: str = "auto"
+    weights_path: str | None = None
+    options: dict = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class IndexConfig:
+    """How the clip index is chosen and tuned (see :mod:`soundalike.index`).
+
+    Attributes
+    ----------
+    factory : str
+        ``"auto"`` or a ``faiss.index_factory`` string (``"Flat"``, ``"HNSW32,Flat"``,
+        ``"IVF4096,PQ32x8,RFlat"``, ...).
+    exact_max : int
+        ``auto`` uses exact search up to this many vectors.
+    hnsw_max : int
+        ``auto`` uses HNSW up to this many vectors, IVF-PQ with re-ranking above.
+    nprobe, ef_search, k_factor : int
+        Search-time knobs for IVF (lists probed), HNSW (beam) and re-ranking (candidates × k).
+    """
+
+    factory: str = "auto"
+    exact_max: int = 200_000
+    hnsw_max: int = 5_000_000
+    nprobe: int = 32
+    ef_search: int = 128
+    k_factor: int = 8
+
+
+@dataclass(frozen=True)
+class QueryConfig:
+    """Defaults and limits of a query (each default can be overridden per request)."""
+
+    max_results: int = 10
+    top_k_per_chunk: int = 5
+    vote_weight: float = 0.2
+    max_query_seconds: float = 600.0
+    max_query_bytes: int = 50_000_000
+    allowed_path_root: str | None = None
+
+
+@dataclass(frozen=True)
+class TablesConfig:
+    """Delta table names: ``catalog.schema.table``.
+
+    ``external: true`` (local runs) keeps each table's files at ``<workdir>/warehouse/<schema>/<table>``
+    and re-registers them by name at every session start (a local Spark catalog is in-memory);
+    ``false`` (Unity Catalog) lets the catalog manage them.
+    """
+
+    catalog: str = "spark_catalog"
+    schema: str = "soundalike"
+    external: bool = False
+    tracks: str = "tracks"
+    clips: str = "clips"
+    embeddings: str = "embeddings"
+    ingest_errors: str = "ingest_errors"
+
+    def name(self, table: str) -> str:
+        """Fully qualified name of one of the tables, e.g. ``name("tracks")``."""
+        short = getattr(self, table, None)
+        if not isinstance(short, str) or table in ("catalog", "schema", "external"):
+            raise ConfigError(f"unknown table {table!r}")
+        return f"{self.catalog}.{self.schema}.{short}"
+
+
+@dataclass(frozen=True)
+class SparkConfig:
+    """How a local Spark session is built; ignored where a session already exists (Databricks)."""
+
+    master: str = "local[*]"
+    app_name: str = "soundalike"
+    with_delta_pip: bool = True
+    conf: dict = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class MlflowConfig:
+    """Where runs, artifacts and registered models go."""
+
+    tracking_uri: str | None = None
+    registry_uri: str | None = None
+    experiment: str = "soundalike"
+    model_name: str = "soundalike_search"
+
+
+@dataclass(frozen=True)
+class Config:
+    """The whole configuration of a soundalike deployment."""
+
+    workdir: str = "work"
+    catalogue: CatalogueConfig = field(default_factory=CatalogueConfig)
+    clips: ClipsConfig = field(default_factory=ClipsConfig)
+    embedder: EmbedderConfig = field(default_factory=EmbedderConfig)
+    index: IndexConfig = field(default_factory=IndexConfig)
+    query: QueryConfig = field(default_factory=QueryConfig)
+    tables: TablesConfig = field(default_factory=TablesConfig)
+    spark: SparkConfig = field(default_factory=SparkConfig)
+    mlflow: MlflowConfig = field(default_factory=MlflowConfig)
+
+    def workpath(self, *parts: str) -> Path:
+        """A path inside the work dir."""
+        return Path(self.workdir).joinpath(*parts)
+
+
+def load_config(path: str | Path | None = None, overrides: typing.Sequence[str] = ()) -> Config:
+    """Load a YAML profile (following ``extends:``), apply ``key=value`` overrides, validate.
+
+    Parameters
+    ----------
+    path : path or None
+        A YAML file; ``None`` gives the built-in defaults.
+    overrides : sequence of str
+        ``"section.key=value"`` strings; the value is parsed as YAML (``5`` is a number,
+        ``[a, b]`` a list, ``null`` None).
+
+    Raises
+    ------
+    ConfigError
+        Missing file, bad YAML, unknown key, wrong type, or a malformed override.
+    """
+    data: dict[str, Any] = _read_profile(Path(path)) if path is not None else {}
+    for item in overrides:
+        key, sep, raw = item.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(f"override {item!r} must look like section.key=value")
+        try:
+            value = yaml.safe_load(raw) if raw.strip() else ""
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"override {item!r}: value is not valid YAML ({exc})") from None
+        _set_dotted(data, key.strip().split("."), value)
+    return _build(Config, data, "")
+
+
+def config_from_dict(data: dict) -> Config:
+    """Rebuild a :class:`Config` from :func:`config_to_dict` output (e.g. on a Spark worker)."""
+    return _build(Config, data, "")
+
+
+def config_to_dict(cfg: Any) -> dict:
+    """The config as plain data (for logging next to a run or an index)."""
+    return _plain(dataclasses.asdict(cfg))
+
+
+# --------------------------------------------------------------------------- internals
+
+
+def _read_profile(path: Path, _seen: tuple[Path, ...] = ()) -> dict:
+    path = path.resolve()
+    if path in _seen:
+        raise ConfigError(f"config files extend each other in a cycle: {' -> '.join(map(str, _seen + (path,)))}")
+    if not path.is_file():
+        raise ConfigError(f"config file not found: {path}")
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML ({exc})") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: top level must be a mapping, got {type(data).__name__}")
+    parent = data.pop("extends", None)
+    if parent is None:
+        return data
+    base = _read_profile(path.parent / parent, _seen + (path,))
+    return _merge(base, data)
+
+
+def _merge(base: dict, over: dict) -> dict:
+    out = dict(base)
+    for key, value in over.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = _merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def _set_dotted(data: dict, keys: list[str], value: Any) -> None:
+    node = data
+    for key in keys[:-1]:
+        child = node.get(key)
+        if child is None:
+            child = node[key] = {}
+        if not isinstance(child, dict):
+            raise ConfigError(f"cannot set {'.'.join(keys)}: {key} is not a section")
+        node = child
+    node[keys[-1]] = value
+
+
+def _build(cls: type, data: Any, where: str) -> Any:
+    if not isinstance(data, dict):
+        raise ConfigError(f"{where or 'config'} must be a mapping, got {data!r}")
+    hints = typing.get_type_hints(cls)
+    known = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - known)
+    if unknown:
+        raise ConfigError(
+            f"unknown config key(s) {', '.join(_join(where, k) for k in unknown)}; "
+            f"known: {', '.join(sorted(known))}"
+        )
+    kwargs = {name: _coerce(hints[name], value, _join(where, name)) for name, value in data.items()}
+    try:
+        return cls(**kwargs)
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"{where or 'config'}: {exc}") from None
+
+
+def _coerce(hint: Any, value: Any, where: str) -> Any:
+    if dataclasses.is_dataclass(hint):
+        return _build(hint, value, where)
+    origin = typing.get_origin(hint)
+    args = typing.get_args(hint)
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        inner = [a for a in args if a is not type(None)]
+        return _coerce(inner[0], value, where)
+    if hint is float and isinstance(value, (int, float)) and not isinstance(value, bool):
+        return float(value)
+    if hint is int and isinstance(value, int) and not isinstance(value, bool):
+        return value
+    if hint is bool and isinstance(value, bool):
+        return value
+    if hint is str and isinstance(value, (str, int, float)) and not isinstance(value, bool):
+        return str(value)
+    if origin is tuple and isinstance(value, (list, tuple)):
+        return tuple(_coerce(args[0], v, f"{where}[]") for v in value)
+    if (hint is dict or origin is dict) and isinstance(value, dict):
+        return dict(value)
+    raise ConfigError(f"{where} must be {_type_name(hint)}, got {value!r}")
+
+
+def _type_name(hint: Any) -> str:
+    return getattr(hint, "__name__", None) or str(hint).replace("typing.", "")
+
+
+def _join(where: str, key: str) -> str:
+    return f"{where}.{key}" if where else key
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    return value

@@ -1,0 +1,131 @@
+import subprocess
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from conftest import melody, needs_ffmpeg
+from soundalike.audio import load_audio, probe_audio
+from soundalike.errors import AudioDecodeError, ParameterError, SoundalikeError
+
+
+def test_stereo_wav_is_averaged_to_mono_and_resampled(write_audio):
+    sr = 44100
+    left = melody(sr, 3.0, seed=1)
+    right = melody(sr, 3.0, seed=2)
+    path = write_audio("stereo.wav", np.stack([left, right], axis=1), sr, subtype="FLOAT")
+    same_rate = load_audio(path, sr)
+    np.testing.assert_allclose(same_rate, (left + right) / 2, atol=1e-6)
+    resampled = load_audio(path, 22050)
+    assert resampled.dtype == np.float32 and resampled.ndim == 1
+    assert abs(resampled.shape[0] - 3.0 * 22050) <= 2
+
+
+def test_bytes_and_path_decode_identically(write_audio):
+    path = write_audio("a.flac", melody(32000, 2.0), 32000)
+    np.testing.assert_array_equal(load_audio(path, 16000), load_audio(path.read_bytes(), 16000))
+
+
+@pytest.mark.parametrize("fmt,kwargs", [("wav", {}), ("flac", {}), ("ogg", {"subtype": "VORBIS"}), ("mp3", {})])
+def test_every_libsndfile_format_decodes_to_the_same_music(write_audio, fmt, kwargs):
+    sr = 44100
+    wave = melody(sr, 4.0, seed=3)
+    path = write_audio(f"x.{fmt}", wave, sr, **kwargs)
+    decoded = load_audio(path, sr)
+    assert abs(decoded.shape[0] - wave.shape[0]) < 0.1 * sr
+    n = min(decoded.shape[0], wave.shape[0])
+    # Lossy codecs shift by their encoder delay; compare with the best small lag.
+    best = max(
+        np.corrcoef(wave[2000 : n - 4000], decoded[2000 + lag : n - 4000 + lag])[0, 1]
+        for lag in range(0, 2400, 8)
+    )
+    assert best > 0.9
+
+
+def test_offset_and_duration_decode_only_that_window(write_audio):
+    sr = 22050
+    wave = melody(sr, 20.0, seed=4)
+    path = write_audio("long.flac", wave, sr)
+    window = load_audio(path, sr, offset_s=12.5, duration_s=3.0)
+    np.testing.assert_allclose(window, wave[int(12.5 * sr) : int(15.5 * sr)], atol=1e-4)
+    tail = load_audio(path, sr, offset_s=18.0)
+    assert tail.shape[0] == 2 * sr
+
+
+def test_probe_reads_the_header(write_audio):
+    path = write_audio("p.wav", np.zeros((48000 * 2, 2), np.float32) + 0.1, 48000)
+    info = probe_audio(path)
+    assert (info.sample_rate_hz, info.channels, info.frames, info.format) == (48000, 2, 96000, "wav")
+    assert info.duration_s == pytest.approx(2.0)
+
+
+@needs_ffmpeg
+def test_m4a_falls_back_to_ffmpeg(write_audio, tmp_path):
+    sr = 44100
+    wav = write_audio("src.wav", melody(sr, 3.0, seed=5), sr)
+    m4a = tmp_path / "song.m4a"
+    subprocess.run(["ffmpeg", "-loglevel", "error", "-y", "-i", str(wav), "-c:a", "aac", "-b:a", "128k", str(m4a)], check=True)
+    decoded = load_audio(m4a, 22050)
+    assert abs(decoded.shape[0] / 22050 - 3.0) < 0.1
+    assert np.abs(decoded).max() > 0.3
+    assert probe_audio(m4a).format == "m4a"
+    window = load_audio(m4a, 22050, offset_s=1.0, duration_s=1.0)
+    assert abs(window.shape[0] - 22050) < 500
+
+
+def test_m4a_without_ffmpeg_names_ffmpeg(write_audio, tmp_path, monkeypatch):
+    path = tmp_path / "song.m4a"
+    path.write_bytes(b"\x00\x00\x00\x20ftypM4A " + bytes(200))
+    monkeypatch.setattr("soundalike.audio.shutil.which", lambda name: None)
+    with pytest.raises(AudioDecodeError, match="ffmpeg is not on PATH") as err:
+        load_audio(path, 22050)
+    assert str(path) in str(err.value)
+
+
+@pytest.mark.parametrize(
+    "name,content,reason",
+    [
+        ("empty.wav", b"", "empty"),
+        ("text.mp3", b"this is a shopping list, not an mp3\n" * 20, "not a readable audio file"),
+        ("random.flac", np.random.default_rng(0).bytes(4096), "not a readable audio file"),
+    ],
+)
+def test_bad_files_raise_a_typed_error_naming_the_file(tmp_path, name, content, reason):
+    path = tmp_path / name
+    path.write_bytes(content)
+    with pytest.raises(AudioDecodeError, match=reason) as err:
+        load_audio(path, 16000)
+    assert str(path) in str(err.value)
+    with pytest.raises(AudioDecodeError):
+        probe_audio(path)
+
+
+def test_truncated_flac_header_is_a_decode_error(write_audio):
+    path = write_audio("cut.flac", melody(44100, 2.0), 44100)
+    path.write_bytes(path.read_bytes()[:30])
+    with pytest.raises(AudioDecodeError):
+        load_audio(path, 44100)
+
+
+def test_missing_file_directory_and_empty_bytes(tmp_path):
+    with pytest.raises(AudioDecodeError, match="does not exist"):
+        load_audio(tmp_path / "nope.wav", 16000)
+    (tmp_path / "dir.wav").mkdir()
+    with pytest.raises(AudioDecodeError, match="directory"):
+        load_audio(tmp_path / "dir.wav", 16000)
+    with pytest.raises(AudioDecodeError, match="empty"):
+        load_audio(b"", 16000)
+
+
+def test_offset_past_the_end_is_a_decode_error(write_audio):
+    path = write_audio("short.wav", melody(16000, 1.0), 16000)
+    with pytest.raises(AudioDecodeError, match="no audio samples after offset"):
+        load_audio(path, 16000, offset_s=5.0)
+
+
+@pytest.mark.parametrize("kwargs", [{"sr": 0}, {"sr": 16000, "offset_s": -1}, {"sr": 16000, "duration_s": 0}])
+def test_bad_parameters_raise_parameter_error(write_audio, kwargs):
+    path = write_audio("ok.wav", melody(16000, 1.0), 16000)
+    with pytest.raises(ParameterError):
+        load_audio(path, **kwargs)
+    assert issubclass(ParameterError, SoundalikeError)

@@ -1,0 +1,102 @@
+import json
+
+import numpy as np
+import pytest
+import soundfile as sf
+import soxr
+
+from conftest import melody
+from soundalike.cli import main
+from soundalike.compare import compare_files, compare_waves
+
+
+@pytest.fixture
+def song(write_audio):
+    sr = 44100
+    wave = melody(sr, 20.0, seed=11)
+    return write_audio("song.wav", wave, sr), wave, sr
+
+
+def test_identical_files_score_one(song):
+    path, _, _ = song
+    result = compare_files(path, path, seconds=15)
+    assert result.mean_cosine == pytest.approx(1.0, abs=1e-5)
+    assert result.frames == 15 * 44100 // 512 + 1
+    assert np.all(result.timeline > 0.9999)
+
+
+def test_late_start_scores_high_only_when_aligned(song, write_audio):
+    path, wave, sr = song
+    late = write_audio("late.wav", np.concatenate([np.zeros(2 * sr, np.float32), wave]), sr)
+    plain = compare_files(path, late, seconds=15)
+    aligned = compare_files(path, late, seconds=15, align=True)
+    assert aligned.mean_cosine > 0.97
+    assert plain.mean_cosine < aligned.mean_cosine - 0.15
+    assert abs(aligned.offset_s - 2.0) <= 512 / sr  # within one hop
+    # The other direction gives the negative offset.
+    assert abs(compare_files(late, path, seconds=15, align=True).offset_s + 2.0) <= 512 / sr
+
+
+def test_unrelated_music_scores_clearly_lower(song, write_audio):
+    path, _, sr = song
+    rng = np.random.default_rng(5)
+    noise_track = np.convolve(rng.standard_normal(20 * sr), np.ones(8) / 8, mode="same").astype(np.float32) * 0.3
+    other = write_audio("other.wav", melody(sr, 20.0, seed=99, note_s=0.6), sr)
+    noisy = write_audio("noise.wav", noise_track, sr)
+    same = compare_files(path, path).mean_cosine
+    for unrelated in (other, noisy):
+        score = compare_files(path, unrelated, align=True).mean_cosine
+        assert score < same - 0.3, score
+
+
+def test_stereo_48k_mp3_matches_its_mono_44k_wav(write_audio):
+    sr = 44100
+    wave = melody(sr, 16.0, seed=21)
+    mono = write_audio("mono.wav", wave, sr)
+    up = soxr.resample(wave, sr, 48000)
+    stereo = np.stack([up, 0.9 * up], axis=1)
+    mp3 = write_audio("stereo.mp3", stereo, 48000)
+    assert sf.info(mp3).channels == 2 and sf.info(mp3).samplerate == 48000
+    result = compare_files(mono, mp3, seconds=15)
+    assert result.mean_cosine > 0.95, result.mean_cosine
+
+
+def test_whole_track_comparison_with_seconds_zero(write_audio):
+    sr = 22050
+    wave = melody(sr, 40.0, seed=3)
+    a = write_audio("a.flac", wave, sr)
+    b = write_audio("b.flac", np.concatenate([np.zeros(sr * 3, np.float32), wave]), sr)
+    result = compare_files(a, b, seconds=0, sr=sr, align=True)
+    assert abs(result.offset_s - 3.0) <= 512 / sr
+    assert result.frames >= 40 * sr // 512
+    assert result.mean_cosine > 0.97
+
+
+def test_compare_waves_respects_max_offset():
+    sr = 22050
+    wave = melody(sr, 12.0, seed=8)
+    late = np.concatenate([np.zeros(3 * sr, np.float32), wave])[: wave.shape[0]]
+    assert compare_waves(wave, late, sr, align=True, max_offset_s=1.0).offset_s <= 1.0
+
+
+def test_cli_json_and_plot(song, write_audio, tmp_path, capsys):
+    path, wave, sr = song
+    late = write_audio("late.wav", np.concatenate([np.zeros(sr, np.float32), wave]), sr)
+    png = tmp_path / "plots" / "cmp.png"
+    assert main(["compare", str(path), str(late), "--align", "--json", "--plot", str(png)]) == 0
+    payload = json.loads(capsys.readouterr().out)
+    assert set(payload) >= {"mean_cosine", "frames", "offset_s", "timeline"}
+    assert len(payload["timeline"]) == payload["frames"]
+    assert abs(payload["offset_s"] - 1.0) <= 512 / sr
+    header = png.read_bytes()[:24]
+    assert header[:8] == b"\x89PNG\r\n\x1a\n"
+    width, height = int.from_bytes(header[16:20], "big"), int.from_bytes(header[20:24], "big")
+    assert (width, height) == (1300, 700)
+
+
+def test_cli_reports_bad_input_as_one_line(tmp_path, capsys):
+    bogus = tmp_path / "notes.mp3"
+    bogus.write_text("not audio")
+    assert main(["compare", str(bogus), str(bogus)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "notes.mp3" in err and err.startswith("soundalike compare: error:")
