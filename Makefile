@@ -10,10 +10,9 @@ setup:
 
 demo: setup
 	$(PY) -m soundalike sample-catalogue $(SAMPLE) --tracks 24 --seed 0
+	$(PY) -m soundalike pipeline --conf conf/local.yaml
 	@echo "== two alternate takes of one motif (piano vs plucked strings):"
 	$(PY) -m soundalike compare $(SAMPLE)/track_002_piano_arpeggio.ogg $(SAMPLE)/track_008_plucked_strings.wav --align --plot work/compare.png
-	@echo "== a track against itself:"
-	$(PY) -m soundalike compare $(SAMPLE)/track_002_piano_arpeggio.ogg $(SAMPLE)/track_002_piano_arpeggio.ogg
 
 test: setup
 	$(PY) -m pytest -q

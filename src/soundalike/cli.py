@@ -16,6 +16,18 @@ from soundalike.errors import SoundalikeError
 Handler = Callable[[argparse.Namespace], int]
 
 
+def _add_config_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--conf", default="conf/local.yaml", help="YAML profile (default: %(default)s)")
+    parser.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override one config key, e.g. --set clips.hop_s=5 (repeatable)",
+    )
+
+
 def _print_json(payload: object) -> None:
     json.dump(payload, sys.stdout, indent=2, sort_keys=False)
     sys.stdout.write("\n")
@@ -121,9 +133,41 @@ def _run_sample(args: argparse.Namespace) -> int:
     return 0
 
 
+# --------------------------------------------------------------------------- pipeline stages
+
+
+def _stage_parser(sub: argparse._SubParsersAction, name: str, help_text: str) -> argparse.ArgumentParser:
+    p = sub.add_parser(name, help=help_text, description=help_text)
+    _add_config_args(p)
+    p.add_argument("--json", action="store_true", help="print the stage summaries as JSON")
+    p.set_defaults(handler=_run_stages, stages=None if name == "pipeline" else [name])
+    return p
+
+
+def _pipeline_parsers(sub: argparse._SubParsersAction) -> None:
+    p = _stage_parser(sub, "pipeline", "run the catalogue pipeline stages in order (local Spark + Delta)")
+    p.add_argument("--stages", type=lambda s: [x.strip() for x in s.split(",") if x.strip()], default=None,
+                   help="comma-separated subset of stages (default: all)")
+    _stage_parser(sub, "ingest", "scan the catalogue into the tracks table (incremental)")
+    _stage_parser(sub, "embed", "cut, flag and embed new tracks into the clips and embeddings tables")
+
+
+def _run_stages(args: argparse.Namespace) -> int:
+    from soundalike.config import load_config
+    from soundalike_pipelines.runner import run_pipeline
+
+    cfg = load_config(args.conf, args.overrides)
+    stages = args.stages
+    echo = None if args.json else (lambda line: print(line, flush=True))
+    results = run_pipeline(cfg, stages, echo=echo)
+    if args.json:
+        _print_json(results)
+    return 0
+
+
 # --------------------------------------------------------------------------- main
 
-_PARSERS = (_compare_parser, _sample_parser)
+_PARSERS = (_compare_parser, _sample_parser, _pipeline_parsers)
 
 
 def build_parser() -> argparse.ArgumentParser:

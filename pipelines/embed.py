@@ -1,0 +1,200 @@
+"""Embed stage: cut every track that lacks them into clips, flag them, embed them.
+
+Runs :func:`soundalike.extract.extract_track` — the same function the query model uses — inside
+``mapInPandas``: the embedder is built once per Python worker and reused across batches, each
+track is decoded once, and its clips are embedded in batches of ``embedder.batch_size`` (on
+CUDA when present). Results go to ``clips`` and ``embeddings`` by MERGE on their natural keys.
+
+A track is work when it lacks clips for the current clip policy or embeddings for the current
+embedder ``name@version``; a track whose file failed this stage is skipped until the file
+changes (its error row is newer than its ``tracks`` row).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import asdict, dataclass
+
+import numpy as np
+import pandas as pd
+from pyspark.sql import SparkSession
+from pyspark.sql import functions as F
+from pyspark.sql import types as T
+
+from soundalike.config import Config, config_from_dict, config_to_dict
+from soundalike.embedders import Embedder, create_embedder
+from soundalike.extract import clip_policy, extract_track
+from soundalike.errors import SoundalikeError
+from soundalike_pipelines.schemas import CLIPS, EMBEDDINGS
+from soundalike_pipelines.session import ensure_tables, get_spark
+from soundalike_pipelines.writes import insert_new, record_errors
+
+_OUT = T.StructType(
+    [
+        T.StructField("track_id", T.StringType(), False),
+        T.StructField("path", T.StringType(), False),
+        T.StructField("clip_idx", T.IntegerType(), False),
+        T.StructField("start_s", T.DoubleType()),
+        T.StructField("end_s", T.DoubleType()),
+        T.StructField("rms_db", T.FloatType()),
+        T.StructField("is_silent", T.BooleanType()),
+        T.StructField("is_noise", T.BooleanType()),
+        T.StructField("vector", T.ArrayType(T.FloatType())),
+        T.StructField("error_class", T.StringType()),
+        T.StructField("message", T.StringType()),
+    ]
+)
+
+# One embedder per Python worker process, keyed by the config that built it.
+_WORKER_EMBEDDERS: dict[str, Embedder] = {}
+
+
+def worker_embedder(cfg: Config) -> Embedder:
+    """The embedder for ``cfg``, built once per process."""
+    key = json.dumps([config_to_dict(cfg.embedder), cfg.clips.clip_s], sort_keys=True)
+    if key not in _WORKER_EMBEDDERS:
+        import torch
+
+        if not torch.cuda.is_available():
+            # Spark already runs one task per core; torch's own threads would oversubscribe them.
+            torch.set_num_threads(1)
+        _WORKER_EMBEDDERS[key] = create_embedder(cfg.embedder, clip_s=cfg.clips.clip_s)
+    return _WORKER_EMBEDDERS[key]
+
+
+def _embed_batches(cfg_dict: dict):
+    columns = [f.name for f in _OUT.fields]
+
+    def embed(batches):
+        cfg = config_from_dict(cfg_dict)
+        embedder = worker_embedder(cfg)
+        for pdf in batches:
+            for track_id, path in zip(pdf["track_id"], pdf["path"]):
+                try:
+                    clips = extract_track(path, embedder, cfg.clips, batch_size=cfg.embedder.batch_size)
+                except SoundalikeError as exc:
+                    yield _error_row(columns, track_id, path, type(exc).__name__, str(exc))
+                    continue
+                except Exception as exc:  # noqa: BLE001 - a bad file must never stop the job
+                    yield _error_row(columns, track_id, path, type(exc).__name__, f"unexpected error embedding {path}: {exc}")
+                    continue
+                if len(clips) == 0:
+                    yield _error_row(columns, track_id, path, "TooShort",
+                                     f"{path}: {clips.duration_s:.2f} s of audio is shorter than clips.min_tail_s={cfg.clips.min_tail_s}")
+                    continue
+                yield pd.DataFrame(
+                    {
+                        "track_id": track_id,
+                        "path": path,
+                        "clip_idx": np.arange(len(clips), dtype=np.int32),
+                        "start_s": clips.start_s,
+                        "end_s": clips.end_s,
+                        "rms_db": clips.rms_db.astype(np.float32),
+                        "is_silent": clips.is_silent,
+                        "is_noise": clips.is_noise,
+                        "vector": list(clips.vectors),
+                        "error_class": None,
+                        "message": None,
+                    },
+                    columns=columns,
+                )
+
+    return embed
+
+
+def _error_row(columns, track_id, path, error_class, message) -> pd.DataFrame:
+    row = dict.fromkeys(columns)
+    row.update(track_id=track_id, path=path, clip_idx=-1, error_class=error_class, message=message)
+    return pd.DataFrame([row], columns=columns).astype({"clip_idx": np.int32})
+
+
+@dataclass
+class EmbedSummary:
+    """What one embed run did."""
+
+    embedder: str
+    tracks: int
+    clips: int
+    silent_clips: int
+    noise_clips: int
+    errors: int
+    audio_s: float
+    seconds: float
+
+    def to_json(self) -> dict:
+        return asdict(self)
+
+
+def run_embed(cfg: Config, spark: SparkSession | None = None) -> EmbedSummary:
+    """Run the embed stage; see the module docstring."""
+    started = time.perf_counter()
+    embedder = create_embedder(cfg.embedder, clip_s=cfg.clips.clip_s)  # fail fast on missing weights
+    spark = spark or get_spark(cfg)
+    ensure_tables(spark, cfg)
+    policy = clip_policy(cfg.clips)
+    tracks = spark.table(cfg.tables.name("tracks"))
+    clips_t = spark.table(cfg.tables.name("clips")).where(F.col("clip_policy") == policy)
+    emb_t = spark.table(cfg.tables.name("embeddings")).where(
+        (F.col("clip_policy") == policy) & (F.col("embedder") == embedder.key)
+    )
+    errors_t = spark.table(cfg.tables.name("ingest_errors")).where(F.col("stage") == "embed")
+
+    # One path per content: byte-identical copies are embedded once.
+    candidates = tracks.groupBy("track_id").agg(F.min("path").alias("path"), F.max("ingested_at").alias("ingested_at"))
+    done = clips_t.select("track_id").distinct().join(emb_t.select("track_id").distinct(), "track_id")
+    quarantined = errors_t.join(tracks.select("path", "ingested_at"), "path").where(
+        F.col("seen_at") >= F.col("ingested_at")
+    ).select("path")
+    # Collected, so that what is to do is fixed now: a plan over the tables would change under
+    # our own writes (Spark re-evaluates cached plans of tables that were written).
+    todo_rows = (
+        candidates.join(done, "track_id", "left_anti").join(quarantined, "path", "left_anti")
+        .select("track_id", "path").orderBy("track_id").collect()
+    )
+    n_todo = len(todo_rows)
+    if n_todo == 0:
+        return EmbedSummary(embedder.key, 0, 0, 0, 0, 0, 0.0, round(time.perf_counter() - started, 2))
+
+    partitions = max(1, min(n_todo, spark.sparkContext.defaultParallelism * 2))
+    todo = spark.createDataFrame(todo_rows, "track_id string, path string")
+    # Checkpointed: every clip is computed once, and the writes below cannot re-trigger it.
+    out = (
+        todo.repartition(partitions, "track_id")
+        .mapInPandas(_embed_batches(config_to_dict(cfg)), _OUT)
+        .localCheckpoint(eager=True)
+    )
+    good = out.where(F.col("error_class").isNull())
+    now = F.current_timestamp()
+    clip_rows = good.select(
+        "track_id", F.lit(policy).alias("clip_policy"), "clip_idx", "start_s", "end_s", "rms_db",
+        "is_silent", "is_noise", now.alias("created_at"),
+    ).select(*[f.name for f in CLIPS.fields])
+    emb_rows = good.select(
+        "track_id", F.lit(policy).alias("clip_policy"), "clip_idx", F.lit(embedder.key).alias("embedder"),
+        "vector", now.alias("created_at"),
+    ).select(*[f.name for f in EMBEDDINGS.fields])
+    # Embeddings first: a crash between the two leaves the track without clips, so it is redone.
+    insert_new(spark, cfg.tables.name("embeddings"), emb_rows, keys=("track_id", "clip_policy", "clip_idx", "embedder"))
+    insert_new(spark, cfg.tables.name("clips"), clip_rows, keys=("track_id", "clip_policy", "clip_idx"))
+    bad = out.where(F.col("error_class").isNotNull()).select(
+        "path", F.lit("embed").alias("stage"), "error_class", "message"
+    )
+    n_errors = record_errors(spark, cfg, bad, clear_paths=good.select("path"), stage="embed")
+    stats = good.agg(
+        F.count("*").alias("clips"),
+        F.sum(F.col("is_silent").cast("int")).alias("silent"),
+        F.sum(F.col("is_noise").cast("int")).alias("noise"),
+        F.countDistinct("track_id").alias("tracks"),
+        F.sum(F.col("end_s") - F.col("start_s")).alias("audio_s"),
+    ).first()
+    return EmbedSummary(
+        embedder=embedder.key,
+        tracks=int(stats["tracks"] or 0),
+        clips=int(stats["clips"] or 0),
+        silent_clips=int(stats["silent"] or 0),
+        noise_clips=int(stats["noise"] or 0),
+        errors=n_errors,
+        audio_s=round(float(stats["audio_s"] or 0.0), 1),
+        seconds=round(time.perf_counter() - started, 2),
+    )

@@ -1,0 +1,94 @@
+"""The Delta table contracts: one StructType per table, with column comments.
+
+Every writer and reader uses these; ``ensure_tables`` creates the tables from them.
+"""
+
+from __future__ import annotations
+
+from pyspark.sql.types import (
+    ArrayType,
+    BooleanType,
+    DoubleType,
+    FloatType,
+    IntegerType,
+    LongType,
+    StringType,
+    StructField,
+    StructType,
+    TimestampType,
+)
+
+
+def _f(name: str, dtype, comment: str, nullable: bool = True) -> StructField:
+    return StructField(name, dtype, nullable, metadata={"comment": comment})
+
+
+TRACKS = StructType(
+    [
+        _f("track_id", StringType(), "SHA-256 of the file bytes: renames keep it, copies share it", False),
+        _f("path", StringType(), "absolute path of the file (natural key)", False),
+        _f("bytes", LongType(), "file size in bytes"),
+        _f("modified", TimestampType(), "file modification time"),
+        _f("duration_s", DoubleType(), "duration from the header, seconds"),
+        _f("sample_rate", IntegerType(), "native sample rate, Hz"),
+        _f("channels", IntegerType(), "native channel count"),
+        _f("format", StringType(), "container format, lower case"),
+        _f("title", StringType(), "title from the metadata sidecar, else the file name"),
+        _f("tags", ArrayType(StringType()), "descriptive tags from the metadata sidecar"),
+        _f("metadata", StringType(), "the sidecar entry as JSON (style, tempo, key, motif, ...)"),
+        _f("ingested_at", TimestampType(), "when this row was last written"),
+    ]
+)
+
+CLIPS = StructType(
+    [
+        _f("track_id", StringType(), "tracks.track_id", False),
+        _f("clip_policy", StringType(), "clip_s/hop_s/min_tail_s the clip was cut with", False),
+        _f("clip_idx", IntegerType(), "clip number within the track, from 0", False),
+        _f("start_s", DoubleType(), "clip start in the track, seconds"),
+        _f("end_s", DoubleType(), "end of the real (unpadded) audio, seconds"),
+        _f("rms_db", FloatType(), "level of the clip's real audio, dBFS"),
+        _f("is_silent", BooleanType(), "below clips.silence_rms_db"),
+        _f("is_noise", BooleanType(), "applause-like noise (flat, untonal spectrum)"),
+        _f("created_at", TimestampType(), "when the clip was cut"),
+    ]
+)
+
+EMBEDDINGS = StructType(
+    [
+        _f("track_id", StringType(), "tracks.track_id", False),
+        _f("clip_policy", StringType(), "clips.clip_policy", False),
+        _f("clip_idx", IntegerType(), "clips.clip_idx", False),
+        _f("embedder", StringType(), "embedder name@version (version covers code, params, weights)", False),
+        _f("vector", ArrayType(FloatType()), "unit-norm embedding"),
+        _f("created_at", TimestampType(), "when the vector was computed"),
+    ]
+)
+
+INGEST_ERRORS = StructType(
+    [
+        _f("path", StringType(), "the file that failed", False),
+        _f("stage", StringType(), "ingest or embed", False),
+        _f("error_class", StringType(), "exception class"),
+        _f("message", StringType(), "readable reason"),
+        _f("seen_at", TimestampType(), "when the error was recorded"),
+    ]
+)
+
+#: Table key → (schema, natural key columns, table comment).
+TABLES = {
+    "tracks": (TRACKS, ("path",), "Audio files of the catalogue, one row per path"),
+    "clips": (CLIPS, ("track_id", "clip_policy", "clip_idx"), "Fixed-length clips of each track, with silence/noise flags"),
+    "embeddings": (EMBEDDINGS, ("track_id", "clip_policy", "clip_idx", "embedder"), "One vector per clip and embedder"),
+    "ingest_errors": (INGEST_ERRORS, ("path", "stage"), "Files that could not be ingested or embedded, and why"),
+}
+
+
+def ddl(schema: StructType) -> str:
+    """Column list for CREATE TABLE, with comments."""
+    cols = []
+    for field in schema.fields:
+        comment = field.metadata.get("comment", "").replace("'", "\\'")
+        null = "" if field.nullable else " NOT NULL"
+        cols.append(f"`{field.name}` {field.dataType.simpleString()}{null} COMMENT '{comment}'")
+    return ", ".join(cols)

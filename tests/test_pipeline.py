@@ -1,0 +1,176 @@
+"""The Spark pipeline against real local Delta tables, on a generated catalogue."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+pyspark = pytest.importorskip("pyspark")
+
+from soundalike.clips import clip_starts  # noqa: E402
+from soundalike.config import load_config  # noqa: E402
+from soundalike.sample import generate_catalogue, load_metadata, synthesize_track  # noqa: E402
+from soundalike_pipelines.runner import run_pipeline  # noqa: E402
+from soundalike_pipelines.session import get_spark  # noqa: E402
+
+pytestmark = pytest.mark.slow
+CONF = Path(__file__).resolve().parents[1] / "conf" / "local.yaml"
+
+
+def make_cfg(workdir: Path, catalogue: Path, schema: str):
+    return load_config(
+        CONF,
+        [f"workdir={workdir}", f"catalogue.path={catalogue}", f"tables.schema={schema}", "spark.master=local[2]"],
+    )
+
+
+def versions(spark, cfg) -> dict:
+    return {
+        t: spark.sql(f"DESCRIBE HISTORY {cfg.tables.name(t)}").agg({"version": "max"}).first()[0]
+        for t in ("tracks", "clips", "embeddings", "ingest_errors")
+    }
+
+
+def rows(spark, cfg, table):
+    return spark.table(cfg.tables.name(table)).collect()
+
+
+@pytest.fixture(scope="module")
+def catalogue(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("catalogue")
+    generate_catalogue(root, n_tracks=6, seed=7, min_duration_s=12.0, max_duration_s=26.0, progress=False)
+    (root / "shopping_list.mp3").write_text("eggs, milk, not audio\n" * 50)
+    (root / "notes.txt").write_text("ignored: not an audio extension")
+    return root
+
+
+@pytest.fixture(scope="module")
+def first_run(catalogue, tmp_path_factory):
+    cfg = make_cfg(tmp_path_factory.mktemp("work"), catalogue, "pipe_main")
+    spark = get_spark(cfg)
+    summary = run_pipeline(cfg)
+    return cfg, spark, summary
+
+
+def test_pipeline_fills_every_table(first_run, catalogue):
+    cfg, spark, summary = first_run
+    meta = {str((catalogue / t.file).resolve()): t for t in load_metadata(catalogue)}
+    tracks = {r.path: r for r in rows(spark, cfg, "tracks")}
+    assert set(tracks) == set(meta)
+    for path, track in tracks.items():
+        assert len(track.track_id) == 64
+        assert track.title == meta[path].title
+        assert meta[path].style in track.tags
+        assert abs(track.duration_s - meta[path].duration_s) < 0.1
+        assert track.sample_rate == meta[path].sample_rate_hz
+    clips = rows(spark, cfg, "clips")
+    by_track: dict[str, list] = {}
+    for c in clips:
+        by_track.setdefault(c.track_id, []).append(c)
+    for track in tracks.values():
+        expected = clip_starts(track.duration_s, clip_s=10.0, hop_s=10.0, min_tail_s=5.0)
+        got = sorted(c.start_s for c in by_track[track.track_id])
+        np.testing.assert_allclose(got, expected, atol=1e-6)
+    embeddings = rows(spark, cfg, "embeddings")
+    assert len(embeddings) == len(clips)
+    assert {e.embedder for e in embeddings} == {summary["embed"]["embedder"]}
+    vectors = np.array([e.vector for e in embeddings], dtype=np.float32)
+    np.testing.assert_allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-4)
+    errors = rows(spark, cfg, "ingest_errors")
+    assert [(e.stage, Path(e.path).name) for e in errors] == [("ingest", "shopping_list.mp3")]
+    assert "not a readable audio file" in errors[0].message
+    assert summary["ingest"]["errors"] == 1 and summary["embed"]["tracks"] == len(tracks)
+
+
+def test_rerun_writes_no_new_delta_version(first_run):
+    cfg, spark, _ = first_run
+    before = versions(spark, cfg)
+    summary = run_pipeline(cfg)
+    assert versions(spark, cfg) == before
+    assert summary["ingest"]["probed"] == 1  # only the still-bad file is looked at again
+    assert summary["embed"]["tracks"] == 0
+
+
+def test_silent_and_applause_clips_are_flagged_and_music_is_not(first_run, catalogue):
+    cfg, spark, _ = first_run
+    tracks = {r.track_id: r for r in rows(spark, cfg, "tracks")}
+    meta = {str((catalogue / t.file).resolve()): t for t in load_metadata(catalogue)}
+    flagged_expected = flagged_ok = music_clean = music_total = 0
+    for c in rows(spark, cfg, "clips"):
+        m = meta[tracks[c.track_id].path]
+        spans = [*m.silent_spans_s, *m.applause_spans_s]
+        covered = sum(max(0.0, min(c.end_s, b) - max(c.start_s, a)) for a, b in spans)
+        if covered >= 0.9 * (c.end_s - c.start_s):
+            flagged_expected += 1
+            flagged_ok += bool(c.is_silent or c.is_noise)
+        elif covered == 0:
+            music_total += 1
+            music_clean += not (c.is_silent or c.is_noise)
+    assert music_total > 0 and music_clean == music_total
+    assert flagged_ok == flagged_expected
+
+
+def test_adding_three_and_removing_one_updates_exactly_those(catalogue, tmp_path):
+    root = tmp_path / "cat"
+    shutil.copytree(catalogue, root)
+    cfg = make_cfg(tmp_path / "work", root, "pipe_incr")
+    spark = get_spark(cfg)
+    run_pipeline(cfg)
+    before_tracks = {r.path: r.track_id for r in rows(spark, cfg, "tracks")}
+    before_emb = {(r.track_id, r.clip_idx): r.created_at for r in rows(spark, cfg, "embeddings")}
+
+    removed = sorted(before_tracks)[0]
+    Path(removed).unlink()
+    added = []
+    for i, style in enumerate(["piano_arpeggio", "drum_and_bass", "ambient_pad"]):
+        path = root / f"new_{i}.flac"
+        sf.write(path, synthesize_track(style, duration_s=14.0, sample_rate_hz=22050, seed=100 + i), 22050)
+        added.append(str(path.resolve()))
+    summary = run_pipeline(cfg)
+
+    after_tracks = {r.path: r.track_id for r in rows(spark, cfg, "tracks")}
+    assert set(after_tracks) == (set(before_tracks) - {removed}) | set(added)
+    assert summary["ingest"]["upserted"] == 3 and summary["ingest"]["removed"] == 1
+    assert summary["embed"]["tracks"] == 3
+    after_emb = {(r.track_id, r.clip_idx): r.created_at for r in rows(spark, cfg, "embeddings")}
+    gone_id = before_tracks[removed]
+    assert not any(k[0] == gone_id for k in after_emb)
+    assert not any(c.track_id == gone_id for c in rows(spark, cfg, "clips"))
+    # Untouched tracks keep their rows as they were.
+    for key, created in before_emb.items():
+        if key[0] != gone_id:
+            assert after_emb[key] == created
+    assert {k[0] for k in after_emb} == set(after_tracks.values())
+
+
+def test_rename_keeps_embeddings_and_changed_bytes_are_reembedded(catalogue, tmp_path):
+    root = tmp_path / "cat"
+    shutil.copytree(catalogue, root)
+    cfg = make_cfg(tmp_path / "work", root, "pipe_rename")
+    spark = get_spark(cfg)
+    run_pipeline(cfg)
+    files = sorted(p for p in root.iterdir() if p.suffix in {".wav", ".flac"})
+    renamed_from, changed = files[0], files[1]
+    renamed_to = root / "moved" / ("renamed " + renamed_from.name)
+    renamed_to.parent.mkdir()
+    renamed_from.rename(renamed_to)
+    old_id = next(r.track_id for r in rows(spark, cfg, "tracks") if r.path == str(changed.resolve()))
+    wave, sr = sf.read(changed, dtype="float32")
+    sf.write(changed, wave * 0.5, sr)  # new bytes, same path
+    copy = root / ("copy_of_" + changed.name)
+    shutil.copy(changed, copy)
+
+    summary = run_pipeline(cfg)
+    tracks = {r.path: r.track_id for r in rows(spark, cfg, "tracks")}
+    assert str(renamed_to.resolve()) in tracks and str(renamed_from.resolve()) not in tracks
+    new_id = tracks[str(changed.resolve())]
+    assert new_id != old_id
+    assert summary["embed"]["tracks"] == 1  # the changed file; the rename and the copy reuse ids
+    emb_ids = {r.track_id for r in rows(spark, cfg, "embeddings")}
+    assert new_id in emb_ids and old_id not in emb_ids
+    assert tracks[str(renamed_to.resolve())] in emb_ids
+    assert tracks[str(copy.resolve())] == new_id  # byte-identical copies share one id
