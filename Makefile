@@ -11,6 +11,8 @@ setup:
 demo: setup
 	$(PY) -m soundalike sample-catalogue $(SAMPLE) --tracks 24 --seed 0
 	$(PY) -m soundalike pipeline --conf conf/local.yaml
+	@echo "== which songs sound like track_002 (a piano take of motif_00)?"
+	$(PY) -m soundalike query $(SAMPLE)/track_002_piano_arpeggio.ogg --conf conf/local.yaml --exclude-self
 	@echo "== two alternate takes of one motif (piano vs plucked strings):"
 	$(PY) -m soundalike compare $(SAMPLE)/track_002_piano_arpeggio.ogg $(SAMPLE)/track_008_plucked_strings.wav --align --plot work/compare.png
 

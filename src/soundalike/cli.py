@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from pathlib import Path
 from typing import Callable, Sequence
 
 from soundalike.errors import SoundalikeError
@@ -150,6 +151,8 @@ def _pipeline_parsers(sub: argparse._SubParsersAction) -> None:
                    help="comma-separated subset of stages (default: all)")
     _stage_parser(sub, "ingest", "scan the catalogue into the tracks table (incremental)")
     _stage_parser(sub, "embed", "cut, flag and embed new tracks into the clips and embeddings tables")
+    _stage_parser(sub, "index", "build the FAISS clip index and log it as an MLflow run")
+    _stage_parser(sub, "register", "register the newest index as the soundalike_search MLflow model")
 
 
 def _run_stages(args: argparse.Namespace) -> int:
@@ -165,9 +168,105 @@ def _run_stages(args: argparse.Namespace) -> int:
     return 0
 
 
+# --------------------------------------------------------------------------- query
+
+
+def _query_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "query",
+        help="find the catalogue songs that sound like an audio file",
+        description="Embed FILE like the catalogue, fetch each clip's nearest catalogue clips, fuse per song.",
+    )
+    p.add_argument("file", help="query audio file")
+    _add_config_args(p)
+    p.add_argument("--model", default=None, metavar="URI",
+                   help="MLflow model URI (default: models:/<mlflow.model_name>@champion)")
+    p.add_argument("--top", type=int, default=None, help="songs to return (default: query.max_results)")
+    p.add_argument("--top-k-per-chunk", type=int, default=None, help="catalogue clips per query clip")
+    p.add_argument("--vote-weight", type=float, default=None, help="weight of votes vs similarity, 0..1")
+    p.add_argument("--exclude-self", action="store_true", help="leave out the catalogue track with the same bytes")
+    p.add_argument("--json", action="store_true", help='print {"results": [...]} as JSON')
+    p.set_defaults(handler=_run_query)
+
+
+def _run_query(args: argparse.Namespace) -> int:
+    import base64
+
+    import pandas as pd
+
+    from soundalike.config import load_config
+    from soundalike.errors import AudioDecodeError
+    from soundalike.search import query_track_id
+
+    cfg = load_config(args.conf, args.overrides)
+    path = Path(args.file)
+    if not path.is_file():
+        raise AudioDecodeError(str(path), "file does not exist" if not path.exists() else "not a regular file")
+    if path.stat().st_size > cfg.query.max_query_bytes:
+        raise AudioDecodeError(str(path), f"larger than query.max_query_bytes={cfg.query.max_query_bytes}")
+    model = _load_search_model(cfg, args.model)
+    params = {"max_results": args.top, "top_k_per_chunk": args.top_k_per_chunk, "vote_weight": args.vote_weight}
+    params = {k: v for k, v in params.items() if v is not None}
+    if args.exclude_self:
+        params["exclude_track_ids"] = [query_track_id(path)]
+    frame = pd.DataFrame({"audio_b64": [base64.b64encode(path.read_bytes()).decode()]})
+    out = _predict(model, frame, params)[0]
+    if args.json:
+        _print_json(out)
+    else:
+        _print_results(out)
+    return 0
+
+
+def _load_search_model(cfg, uri: str | None):
+    import mlflow
+
+    from soundalike.errors import ModelWeightsError
+    from soundalike.mlflow_model import configure_mlflow
+
+    configure_mlflow(cfg)
+    uri = uri or f"models:/{cfg.mlflow.model_name}@champion"
+    try:
+        return mlflow.pyfunc.load_model(uri)
+    except mlflow.exceptions.MlflowException as exc:
+        raise ModelWeightsError(
+            f"cannot load model {uri}: {str(exc).splitlines()[0]} (run `soundalike pipeline` first)"
+        ) from None
+
+
+def _predict(model, frame, params):
+    import mlflow
+
+    from soundalike.errors import ParameterError
+
+    try:
+        return model.predict(frame, params=params)
+    except mlflow.exceptions.MlflowException as exc:
+        raise ParameterError(str(exc.message).splitlines()[0]) from None
+
+
+def _print_results(out: dict) -> None:
+    results = out["results"]
+    print(f"{out['query_clips']} query clips, {out['query_seconds']:.1f} s, embedder {out['embedder']}")
+    if not results:
+        print("no matches")
+        return
+    width = max(len(Path(r["path"] or r["track_id"]).name) for r in results)
+    print(f"{'rank':>4}  {'file':<{width}}  {'combined':>8}  {'votes':>5}  {'total sim':>9}")
+    for r in results:
+        name = Path(r["path"] or r["track_id"]).name
+        print(f"{r['rank']:>4}  {name:<{width}}  {r['combined_score']:>8.3f}  {r['votes']:>5}  {r['total_similarity']:>9.3f}")
+        best: dict[float, dict] = {}
+        for m in r["evidence"]:
+            if m["query_start_s"] not in best or m["similarity"] > best[m["query_start_s"]]["similarity"]:
+                best[m["query_start_s"]] = m
+        shown = ", ".join(f"{q:g}s→{m['clip_start_s']:g}s (d={m['distance']:.3f})" for q, m in sorted(best.items()))
+        print(f"{'':>6}clips: {shown}")
+
+
 # --------------------------------------------------------------------------- main
 
-_PARSERS = (_compare_parser, _sample_parser, _pipeline_parsers)
+_PARSERS = (_compare_parser, _sample_parser, _pipeline_parsers, _query_parser)
 
 
 def build_parser() -> argparse.ArgumentParser:

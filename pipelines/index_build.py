@@ -1,0 +1,223 @@
+"""Index and register stages: FAISS index as an MLflow artifact, then the registered pyfunc.
+
+``run_index`` reads the embeddings of the configured embedder (skipping silent/noise clips unless
+``clips.index_flagged``), builds the index :func:`soundalike.index.choose_factory` picks, measures
+recall@10 against exact search for approximate indexes, and logs an MLflow run with params,
+metrics and the index directory as artifacts. Its inputs are fingerprinted (Delta table versions,
+embedder, clip policy, index settings): a run whose fingerprint matches the last finished index
+run builds nothing.
+
+``run_register`` logs the ``soundalike_search`` pyfunc into the newest finished index run and
+registers it, then points the ``champion`` alias at it. A half-built index is never registered:
+only finished runs are considered, and the index directory is complete before the run ends.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import shutil
+import tempfile
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+from pyspark.sql import SparkSession
+from pyspark.sql import functions as F
+
+from soundalike.config import Config, config_to_dict
+from soundalike.embedders import create_embedder
+from soundalike.errors import SoundalikeError
+from soundalike.extract import clip_policy
+from soundalike.index import build_index, choose_factory, recall_at_k
+from soundalike.search import TRACKS_FILE
+from soundalike_pipelines.session import ensure_tables, get_spark
+
+STAGE_TAG = "soundalike.stage"
+FINGERPRINT_TAG = "soundalike.fingerprint"
+INDEX_RUN_TAG = "soundalike.index_run"
+CHAMPION = "champion"
+
+
+@dataclass
+class IndexSummary:
+    run_id: str
+    built: bool
+    vectors: int
+    dim: int
+    factory: str
+    build_seconds: float
+    recall_at_10: float | None
+    seconds: float
+
+    def to_json(self) -> dict:
+        return asdict(self)
+
+
+@dataclass
+class RegisterSummary:
+    model_name: str
+    version: str
+    registered: bool
+    index_run_id: str
+    seconds: float
+
+    def to_json(self) -> dict:
+        return asdict(self)
+
+
+def _table_version(spark: SparkSession, name: str) -> int:
+    return int(spark.sql(f"DESCRIBE HISTORY {name}").agg(F.max("version")).first()[0])
+
+
+def run_index(cfg: Config, spark: SparkSession | None = None) -> IndexSummary:
+    """Build the clip index and log it as an MLflow run (skipped when its inputs are unchanged)."""
+    import mlflow
+
+    from soundalike.mlflow_model import configure_mlflow
+
+    started = time.perf_counter()
+    embedder = create_embedder(cfg.embedder, clip_s=cfg.clips.clip_s)
+    spark = spark or get_spark(cfg)
+    ensure_tables(spark, cfg)
+    policy = clip_policy(cfg.clips)
+    fingerprint = hashlib.sha256(
+        json.dumps(
+            {
+                "versions": {t: _table_version(spark, cfg.tables.name(t)) for t in ("tracks", "clips", "embeddings")},
+                "embedder": embedder.key,
+                "policy": policy,
+                "index": config_to_dict(cfg.index),
+                "index_flagged": cfg.clips.index_flagged,
+            },
+            sort_keys=True,
+        ).encode()
+    ).hexdigest()[:32]
+    experiment_id = configure_mlflow(cfg)
+    previous = _latest_index_run(experiment_id)
+    if previous is not None and previous.data.tags.get(FINGERPRINT_TAG) == fingerprint:
+        p = previous.data.params
+        return IndexSummary(previous.info.run_id, False, int(p["vectors"]), int(p["dim"]), p["index_factory"],
+                            float(previous.data.metrics.get("build_seconds", 0.0)),
+                            previous.data.metrics.get("recall_at_10"), round(time.perf_counter() - started, 2))
+
+    emb = spark.table(cfg.tables.name("embeddings")).where(
+        (F.col("embedder") == embedder.key) & (F.col("clip_policy") == policy)
+    )
+    clips = spark.table(cfg.tables.name("clips")).where(F.col("clip_policy") == policy)
+    if not cfg.clips.index_flagged:
+        clips = clips.where(~F.col("is_silent") & ~F.col("is_noise"))
+    tracks = spark.table(cfg.tables.name("tracks"))
+    live = tracks.select("track_id").distinct()
+    rows = (
+        emb.join(clips.select("track_id", "clip_idx", "start_s"), ["track_id", "clip_idx"])
+        .join(live, "track_id")
+        .select("track_id", "clip_idx", "start_s", "vector")
+        .orderBy("track_id", "clip_idx")
+        .toPandas()
+    )
+    if rows.empty:
+        raise SoundalikeError(
+            f"no embeddings for embedder {embedder.key} and clip policy {policy}: run the embed stage first"
+        )
+    vectors = np.stack(rows["vector"].to_numpy()).astype(np.float32)
+    factory = choose_factory(len(vectors), vectors.shape[1], cfg.index)
+    t0 = time.perf_counter()
+    index = build_index(vectors, rows["track_id"].to_numpy(), rows["clip_idx"].to_numpy(), rows["start_s"].to_numpy(),
+                        embedder=embedder.key, factory=factory, params=cfg.index)
+    build_seconds = time.perf_counter() - t0
+    recall = None if factory == "Flat" else recall_at_k(index, vectors, k=10, sample=1000)
+
+    track_meta = (
+        tracks.groupBy("track_id")
+        .agg(F.min("path").alias("path"), F.first("title").alias("title"), F.first("tags").alias("tags"))
+        .toPandas()
+    )
+    with tempfile.TemporaryDirectory(dir=_tmp_root(cfg)) as tmp:
+        index_dir = Path(tmp) / "index"
+        index.save(index_dir)
+        track_meta.to_parquet(index_dir / TRACKS_FILE, index=False)
+        (index_dir / "config.json").write_text(json.dumps(config_to_dict(cfg), indent=2))
+        with mlflow.start_run(experiment_id=experiment_id, run_name="index") as run:
+            mlflow.set_tags({STAGE_TAG: "index", FINGERPRINT_TAG: fingerprint})
+            mlflow.log_params({
+                "embedder": embedder.key, "index_factory": factory, "vectors": len(vectors),
+                "dim": int(vectors.shape[1]), "clip_policy": policy, "tracks": int(rows["track_id"].nunique()),
+                "index_flagged": cfg.clips.index_flagged,
+            })
+            metrics = {"build_seconds": build_seconds}
+            if recall is not None:
+                metrics["recall_at_10"] = recall
+            mlflow.log_metrics(metrics)
+            mlflow.log_artifacts(str(index_dir), artifact_path="index")
+    return IndexSummary(run.info.run_id, True, len(vectors), int(vectors.shape[1]), factory,
+                        round(build_seconds, 3), recall, round(time.perf_counter() - started, 2))
+
+
+def run_register(cfg: Config, spark: SparkSession | None = None) -> RegisterSummary:
+    """Register the newest finished index run as the ``soundalike_search`` model (once per run)."""
+    import mlflow
+    from mlflow import MlflowClient
+
+    from soundalike.mlflow_model import configure_mlflow, log_search_model
+
+    started = time.perf_counter()
+    experiment_id = configure_mlflow(cfg)
+    run = _latest_index_run(experiment_id)
+    if run is None:
+        raise SoundalikeError("no finished index run to register: run the index stage first")
+    client = MlflowClient()
+    name = cfg.mlflow.model_name
+    existing = [v for v in _versions(client, name) if v.tags.get(INDEX_RUN_TAG) == run.info.run_id]
+    if existing:
+        return RegisterSummary(name, str(existing[0].version), False, run.info.run_id, round(time.perf_counter() - started, 2))
+    with tempfile.TemporaryDirectory(dir=_tmp_root(cfg)) as tmp:
+        index_dir = mlflow.artifacts.download_artifacts(run_id=run.info.run_id, artifact_path="index", dst_path=tmp)
+        with mlflow.start_run(run_id=run.info.run_id):
+            info = log_search_model(index_dir, cfg, example_audio=_example_audio(), registered_model_name=name)
+    version = str(info.registered_model_version)
+    client.set_model_version_tag(name, version, INDEX_RUN_TAG, run.info.run_id)
+    client.set_registered_model_alias(name, CHAMPION, version)
+    return RegisterSummary(name, version, True, run.info.run_id, round(time.perf_counter() - started, 2))
+
+
+def _versions(client, name: str):
+    from mlflow.exceptions import MlflowException
+
+    try:
+        return client.search_model_versions(f"name = '{name}'")
+    except MlflowException:
+        return []
+
+
+def _latest_index_run(experiment_id: str):
+    import mlflow
+
+    runs = mlflow.search_runs(
+        experiment_ids=[experiment_id],
+        filter_string=f"tags.`{STAGE_TAG}` = 'index' and attributes.status = 'FINISHED'",
+        order_by=["attributes.start_time DESC"],
+        max_results=1,
+        output_format="list",
+    )
+    return runs[0] if runs else None
+
+
+def _tmp_root(cfg: Config) -> str:
+    root = Path(cfg.workdir, "tmp")
+    root.mkdir(parents=True, exist_ok=True)
+    return str(root)
+
+
+def _example_audio() -> bytes:
+    """A 6 s, 8 kHz test tone as WAV bytes: the model's input example (small, deterministic)."""
+    import soundfile as sf
+
+    sr = 8000
+    t = np.arange(6 * sr) / sr
+    wave = (0.3 * np.sin(2 * np.pi * 440 * t) * (1 + np.sin(2 * np.pi * 2 * t)) / 2).astype(np.float32)
+    buffer = io.BytesIO()
+    sf.write(buffer, wave, sr, format="WAV", subtype="PCM_16")
+    return buffer.getvalue()

@@ -1,0 +1,193 @@
+"""The MLflow shell around :class:`soundalike.search.Searcher`: the ``soundalike_search`` pyfunc.
+
+The model carries everything it needs: the index directory and the configuration as MLflow
+artifacts (checksummed, no pickle of data) and the ``soundalike`` package itself as a code path,
+so ``mlflow models serve`` and Databricks Model Serving run the same code as the batch job.
+
+Request (``dataframe_records`` / ``dataframe_split``): one row per query with ``audio_b64`` (the
+audio file's bytes, base64) — or, only where the loader allowed it (``model_config`` key
+``allowed_path_root``; never when served), ``path`` to a file under that root.
+Params: ``max_results``, ``top_k_per_chunk``, ``vote_weight``, ``exclude_track_ids``,
+``max_query_seconds``. Response: one object per row, ``{"results": [...], ...}``.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from soundalike.config import Config, config_from_dict, config_to_dict
+from soundalike.errors import SoundalikeError
+
+INPUT_COLUMNS = ("audio_b64", "path")
+PARAM_DEFAULTS = {
+    "max_results": 10,
+    "top_k_per_chunk": 5,
+    "vote_weight": 0.2,
+    "exclude_track_ids": [""],
+    "max_query_seconds": 600.0,
+}
+
+try:  # MLflow is a dependency of the serving shell only; the core never imports this module.
+    import mlflow
+    from mlflow.exceptions import MlflowException
+    from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE
+except ImportError:  # pragma: no cover
+    mlflow = None
+
+
+def _bad_request(message: str) -> Exception:
+    return MlflowException(message[:2000], error_code=INVALID_PARAMETER_VALUE)
+
+
+class SoundalikeSearchModel(mlflow.pyfunc.PythonModel if mlflow else object):
+    """Query fusion over the clip index, as an MLflow pyfunc."""
+
+    def load_context(self, context) -> None:
+        from soundalike.search import Searcher
+
+        cfg = config_from_dict(json.loads(Path(context.artifacts["config"]).read_text()))
+        self.cfg: Config = cfg
+        self.searcher = Searcher.load(context.artifacts["index"], cfg)
+        model_config = getattr(context, "model_config", None) or {}
+        root = model_config.get("allowed_path_root")
+        self.allowed_root = Path(root).resolve() if root else None
+
+    def predict(self, context, model_input: pd.DataFrame, params: dict[str, Any] | None = None) -> list[dict]:
+        if not isinstance(model_input, pd.DataFrame):
+            raise _bad_request(f"input must be a table of queries, got {type(model_input).__name__}")
+        unknown = [c for c in model_input.columns if c not in INPUT_COLUMNS]
+        if unknown or not any(c in model_input.columns for c in INPUT_COLUMNS):
+            raise _bad_request(
+                f"input columns must be audio_b64 (base64 audio bytes) or path; got {list(model_input.columns)}"
+            )
+        if len(model_input) == 0:
+            raise _bad_request("input holds no query rows")
+        if len(model_input) > 16:
+            raise _bad_request(f"at most 16 queries per request, got {len(model_input)}")
+        query_params = _clean_params(params or {})
+        outputs = []
+        for i, row in enumerate(model_input.to_dict("records")):
+            source = self._source(row, i)
+            try:
+                outputs.append(self.searcher.search(source, **query_params))
+            except SoundalikeError as exc:
+                raise _bad_request(f"query row {i}: {exc}") from None
+        return outputs
+
+    def _source(self, row: dict, i: int):
+        audio = row.get("audio_b64")
+        path = row.get("path")
+        if isinstance(audio, str) and audio:
+            limit = self.cfg.query.max_query_bytes
+            if len(audio) > limit * 4 // 3 + 4:
+                raise _bad_request(f"query row {i}: audio is larger than query.max_query_bytes={limit}")
+            try:
+                data = base64.b64decode(audio, validate=True)
+            except (binascii.Error, ValueError):
+                raise _bad_request(f"query row {i}: audio_b64 is not valid base64") from None
+            if not data:
+                raise _bad_request(f"query row {i}: audio is empty")
+            return data
+        if isinstance(path, str) and path:
+            if self.allowed_root is None:
+                raise _bad_request(f"query row {i}: queries by path are disabled here; send audio_b64")
+            resolved = Path(path).resolve()
+            if not resolved.is_relative_to(self.allowed_root) or not resolved.is_file():
+                raise _bad_request(f"query row {i}: path must be an existing file under {self.allowed_root}")
+            if resolved.stat().st_size > self.cfg.query.max_query_bytes:
+                raise _bad_request(f"query row {i}: file is larger than query.max_query_bytes")
+            return resolved
+        raise _bad_request(f"query row {i}: give audio_b64 (base64 audio bytes)")
+
+
+def _clean_params(params: dict[str, Any]) -> dict[str, Any]:
+    known = set(PARAM_DEFAULTS)
+    unknown = set(params) - known
+    if unknown:
+        raise _bad_request(f"unknown params: {', '.join(sorted(unknown))}; known: {', '.join(sorted(known))}")
+    out = {}
+    for key, value in params.items():
+        if key == "exclude_track_ids":
+            value = [v for v in (list(value) if not isinstance(value, str) else [value]) if v]
+        out[key] = value
+    return out
+
+
+# --------------------------------------------------------------------------- logging & registry
+
+
+def configure_mlflow(cfg: Config) -> str:
+    """Point MLflow at the configured stores; returns the experiment id.
+
+    Local profiles leave the URIs null: tracking and registry then live in
+    ``sqlite:///<workdir>/mlflow.db`` (a file store has no model registry) and artifacts in
+    ``<workdir>/mlartifacts``.
+    """
+    workdir = Path(cfg.workdir).resolve()
+    tracking = cfg.mlflow.tracking_uri or f"sqlite:///{workdir / 'mlflow.db'}"
+    registry = cfg.mlflow.registry_uri or tracking
+    if tracking.startswith("sqlite:"):
+        workdir.mkdir(parents=True, exist_ok=True)
+    mlflow.set_tracking_uri(tracking)
+    mlflow.set_registry_uri(registry)
+    experiment = mlflow.get_experiment_by_name(cfg.mlflow.experiment)
+    if experiment is not None:
+        return experiment.experiment_id
+    location = None if cfg.mlflow.tracking_uri else (workdir / "mlartifacts").as_uri()
+    return mlflow.create_experiment(cfg.mlflow.experiment, artifact_location=location)
+
+
+def log_search_model(index_dir: str | os.PathLike, cfg: Config, *, example_audio: bytes, registered_model_name: str | None):
+    """Log the pyfunc (index + config as artifacts, this package as code) in the active run.
+
+    Returns the ``ModelInfo``; registers it under ``registered_model_name`` when given.
+    """
+    import tempfile
+
+    from mlflow.models import ModelSignature, infer_signature
+    from mlflow.types import ColSpec, Schema
+
+    import soundalike
+
+    with tempfile.TemporaryDirectory() as tmp:
+        config_path = Path(tmp) / "config.json"
+        config_path.write_text(json.dumps(config_to_dict(cfg), indent=2))
+        example = pd.DataFrame({"audio_b64": [base64.b64encode(example_audio).decode()]})
+        # Both columns optional: which one a row uses is checked in predict, with a clear message.
+        signature = infer_signature(example, None, params=PARAM_DEFAULTS)
+        signature = ModelSignature(
+            inputs=Schema([ColSpec("string", "audio_b64", required=False), ColSpec("string", "path", required=False)]),
+            params=signature.params,
+        )
+        return mlflow.pyfunc.log_model(
+            name="model",
+            # Models from code: MLflow keeps pyfunc_entry.py's source, nothing is pickled.
+            python_model=str(Path(__file__).with_name("pyfunc_entry.py")),
+            artifacts={"index": str(index_dir), "config": str(config_path)},
+            code_paths=[str(Path(soundalike.__file__).parent)],
+            signature=signature,
+            input_example=(example, {"max_results": 5}),
+            registered_model_name=registered_model_name,
+            pip_requirements=_pip_requirements(),
+        )
+
+
+def _pip_requirements() -> list[str]:
+    from importlib.metadata import version
+
+    names = ["numpy", "scipy", "pandas", "pyarrow", "soundfile", "soxr", "pyyaml", "torch", "transformers",
+             "faiss-cpu", "pydub", "mlflow"]
+    out = []
+    for name in names:
+        try:
+            out.append(f"{name}=={version(name)}")
+        except Exception:  # noqa: BLE001 - a package not installed here is left unpinned
+            out.append(name)
+    return out

@@ -1,0 +1,194 @@
+"""Search the catalogue with a query recording: the query half of the product, as plain Python.
+
+A :class:`Searcher` holds an embedder, a :class:`~soundalike.index.ClipIndex` and the track
+metadata. :meth:`Searcher.search` runs the same :func:`~soundalike.extract.extract_track` as the
+batch job on the query, fetches each query clip's nearest catalogue clips and fuses them per song
+(:func:`~soundalike.fusion.fuse`). The MLflow model, the CLI and the web app all call it.
+
+Examples
+--------
+>>> searcher = Searcher.load("work/index/current", cfg)  # doctest: +SKIP
+>>> hits = searcher.search(open("query.mp3", "rb").read(), max_results=5)  # doctest: +SKIP
+>>> hits[0]["title"], hits[0]["combined_score"]  # doctest: +SKIP
+('Neon Run', 1.0)
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from soundalike.audio import AudioSource
+from soundalike.checksums import sha256_file
+from soundalike.config import ClipsConfig, Config, QueryConfig
+from soundalike.embedders import Embedder, create_embedder
+from soundalike.errors import AudioDecodeError, ModelWeightsError, ParameterError
+from soundalike.extract import clip_policy, extract_track
+from soundalike.fusion import fuse
+from soundalike.index import ClipIndex
+
+TRACKS_FILE = "tracks.parquet"
+
+#: Hard bounds on request parameters, whatever a caller asks for.
+MAX_RESULTS_LIMIT = 1000
+TOP_K_LIMIT = 1000
+
+
+@dataclass(frozen=True)
+class QueryParams:
+    """Per-request parameters, validated."""
+
+    max_results: int
+    top_k_per_chunk: int
+    vote_weight: float
+    exclude_track_ids: tuple[str, ...]
+    max_query_seconds: float
+
+    @classmethod
+    def build(cls, defaults: QueryConfig, **given) -> "QueryParams":
+        """Defaults from config, overridden by the non-None ``given`` values, each checked."""
+        values = {
+            "max_results": defaults.max_results,
+            "top_k_per_chunk": defaults.top_k_per_chunk,
+            "vote_weight": defaults.vote_weight,
+            "exclude_track_ids": (),
+            "max_query_seconds": defaults.max_query_seconds,
+        }
+        unknown = set(given) - set(values)
+        if unknown:
+            raise ParameterError(f"unknown query parameter(s): {', '.join(sorted(unknown))}")
+        values.update({k: v for k, v in given.items() if v is not None})
+        p = cls(
+            max_results=_int_in("max_results", values["max_results"], 1, MAX_RESULTS_LIMIT),
+            top_k_per_chunk=_int_in("top_k_per_chunk", values["top_k_per_chunk"], 1, TOP_K_LIMIT),
+            vote_weight=_float_in("vote_weight", values["vote_weight"], 0.0, 1.0),
+            exclude_track_ids=_str_tuple("exclude_track_ids", values["exclude_track_ids"]),
+            max_query_seconds=_float_in("max_query_seconds", values["max_query_seconds"], 1.0, defaults.max_query_seconds),
+        )
+        return p
+
+
+class Searcher:
+    """An embedder + clip index + track metadata, ready to answer queries."""
+
+    def __init__(self, embedder: Embedder, index: ClipIndex, tracks: pd.DataFrame, clips_cfg: ClipsConfig,
+                 query_cfg: QueryConfig, batch_size: int = 32):
+        if index.embedder != embedder.key or index.dim != embedder.dim:
+            raise ModelWeightsError(
+                f"the index was built with embedder {index.embedder} (dim {index.dim}) but queries would be "
+                f"embedded with {embedder.key} (dim {embedder.dim}); rebuild the index with this embedder "
+                "or load the embedder configuration the index was built with"
+            )
+        self.embedder = embedder
+        self.index = index
+        self.clips_cfg = clips_cfg
+        self.query_cfg = query_cfg
+        self.batch_size = batch_size
+        self.tracks = tracks.set_index("track_id", drop=False)
+
+    @classmethod
+    def load(cls, index_dir: str | os.PathLike, cfg: Config) -> "Searcher":
+        """Load the index saved in ``index_dir`` and build the embedder ``cfg`` names."""
+        index = ClipIndex.load(index_dir, cfg.index)
+        tracks = pd.read_parquet(Path(index_dir) / TRACKS_FILE)
+        embedder = create_embedder(cfg.embedder, clip_s=cfg.clips.clip_s)
+        return cls(embedder, index, tracks, cfg.clips, cfg.query, cfg.embedder.batch_size)
+
+    def search(self, source: AudioSource, **params) -> dict:
+        """Rank catalogue songs by similarity to the recording ``source`` (path or bytes).
+
+        Parameters
+        ----------
+        source : path or bytes
+        **params
+            ``max_results``, ``top_k_per_chunk``, ``vote_weight``, ``exclude_track_ids``,
+            ``max_query_seconds`` (see :class:`QueryParams`).
+
+        Returns
+        -------
+        dict
+            ``{"results": [song, ...], "query_clips": n, "query_seconds": s, "timings_ms": {...}}``
+            where each song has rank, track_id, path, title, tags, combined_score, votes,
+            total_similarity and evidence (query_start_s, clip_start_s, distance, similarity).
+        """
+        p = QueryParams.build(self.query_cfg, **params)
+        timings = {}
+        t0 = time.perf_counter()
+        clips = extract_track(source, self.embedder, self.clips_cfg, batch_size=self.batch_size,
+                              max_seconds=p.max_query_seconds)
+        timings["decode_embed"] = (time.perf_counter() - t0) * 1000
+        if len(clips) == 0:
+            raise AudioDecodeError(
+                "<query>", f"query holds {clips.duration_s:.2f} s of audio; at least "
+                f"{self.clips_cfg.min_tail_s:g} s (clips.min_tail_s) is needed"
+            )
+        keep = clips.indexable if clips.indexable.any() else np.ones(len(clips), bool)
+        t1 = time.perf_counter()
+        sims, rows = self.index.search(clips.vectors[keep], p.top_k_per_chunk)
+        tids, cidx, cstart = self.index.lookup(rows)
+        timings["search"] = (time.perf_counter() - t1) * 1000
+        t2 = time.perf_counter()
+        songs = fuse(clips.start_s[keep], sims, tids, cstart, cidx, max_results=p.max_results,
+                     vote_weight=p.vote_weight, exclude_track_ids=p.exclude_track_ids)
+        results = [self._describe(s.to_json()) for s in songs]
+        timings["fusion"] = (time.perf_counter() - t2) * 1000
+        return {
+            "results": results,
+            "query_clips": int(keep.sum()),
+            "query_seconds": round(float(clips.duration_s), 3),
+            "embedder": self.embedder.key,
+            "clip_policy": clip_policy(self.clips_cfg),
+            "timings_ms": {k: round(v, 2) for k, v in timings.items()},
+        }
+
+    def _describe(self, song: dict) -> dict:
+        row = self.tracks.loc[song["track_id"]] if song["track_id"] in self.tracks.index else None
+        if isinstance(row, pd.DataFrame):
+            row = row.iloc[0]
+        head = {
+            "rank": song.pop("rank"),
+            "track_id": song.pop("track_id"),
+            "path": None if row is None else str(row["path"]),
+            "title": None if row is None else str(row["title"]),
+            "tags": [] if row is None else [str(t) for t in (row["tags"] if row["tags"] is not None else [])],
+        }
+        return {**head, **song}
+
+
+def query_track_id(path: str | os.PathLike) -> str:
+    """The track id a file would have in the catalogue (its content hash), for --exclude-self."""
+    return sha256_file(path)
+
+
+def _int_in(name: str, value, low: int, high: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer, float)) or (
+        isinstance(value, float) and not value.is_integer()
+    ):
+        raise ParameterError(f"{name} must be an integer in [{low}, {high}], got {value!r}")
+    if not low <= int(value) <= high:
+        raise ParameterError(f"{name} must be in [{low}, {high}], got {value}")
+    return int(value)
+
+
+def _float_in(name: str, value, low: float, high: float) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.floating, np.integer)) or not math.isfinite(value):
+        raise ParameterError(f"{name} must be a number in [{low}, {high}], got {value!r}")
+    if not low <= float(value) <= high:
+        raise ParameterError(f"{name} must be in [{low:g}, {high:g}], got {value}")
+    return float(value)
+
+
+def _str_tuple(name: str, value) -> tuple[str, ...]:
+    if isinstance(value, str):
+        value = [value]
+    if isinstance(value, np.ndarray):
+        value = value.tolist()
+    if not isinstance(value, (list, tuple)) or not all(isinstance(v, str) for v in value) or len(value) > 10_000:
+        raise ParameterError(f"{name} must be a list of track id strings, got {value!r}"[:200])
+    return tuple(value)

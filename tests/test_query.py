@@ -1,0 +1,188 @@
+"""Index, registered pyfunc, `soundalike query` and the real `mlflow models serve` endpoint."""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+pytest.importorskip("pyspark")
+mlflow = pytest.importorskip("mlflow")
+
+from soundalike.audio import load_audio  # noqa: E402
+from soundalike.cli import main  # noqa: E402
+from soundalike.config import load_config  # noqa: E402
+from soundalike.mlflow_model import configure_mlflow  # noqa: E402
+from soundalike.sample import generate_catalogue, load_metadata  # noqa: E402
+from soundalike_pipelines.runner import run_pipeline  # noqa: E402
+
+pytestmark = pytest.mark.slow
+CONF = Path(__file__).resolve().parents[1] / "conf" / "local.yaml"
+
+
+@pytest.fixture(scope="module")
+def indexed(tmp_path_factory):
+    root = tmp_path_factory.mktemp("qcat")
+    work = tmp_path_factory.mktemp("qwork")
+    generate_catalogue(root, n_tracks=12, seed=3, min_duration_s=30.0, max_duration_s=50.0, progress=False)
+    overrides = [f"workdir={work}", f"catalogue.path={root}", "tables.schema=query_test", "spark.master=local[2]"]
+    cfg = load_config(CONF, overrides)
+    summary = run_pipeline(cfg)
+    configure_mlflow(cfg)
+    model = mlflow.pyfunc.load_model(f"models:/{cfg.mlflow.model_name}@champion")
+    return cfg, overrides, root, load_metadata(root), model, summary
+
+
+def b64(data: bytes) -> str:
+    return base64.b64encode(data).decode()
+
+
+def ask(model, data: bytes, **params):
+    import pandas as pd
+
+    return model.predict(pd.DataFrame({"audio_b64": [b64(data)]}), params=params)[0]["results"]
+
+
+def test_index_run_is_logged_with_params_metrics_and_artifacts(indexed):
+    cfg, _, _, meta, _, summary = indexed
+    run = mlflow.get_run(summary["index"]["run_id"])
+    assert run.data.params["index_factory"] == "Flat"
+    assert int(run.data.params["vectors"]) == summary["index"]["vectors"] > 0
+    assert "build_seconds" in run.data.metrics
+    names = {a.path for a in mlflow.MlflowClient().list_artifacts(run.info.run_id, "index")}
+    assert {"index/clips.faiss", "index/ids.parquet", "index/manifest.json", "index/config.json"} <= names
+    assert summary["register"]["version"] == "1"
+
+
+def test_rerun_builds_and_registers_nothing_new(indexed):
+    cfg, *_, summary = indexed
+    again = run_pipeline(cfg, ["index", "register"])
+    assert again["index"]["built"] is False and again["index"]["run_id"] == summary["index"]["run_id"]
+    assert again["register"]["registered"] is False and again["register"]["version"] == "1"
+
+
+def test_whole_track_ranks_itself_first_with_score_one(indexed):
+    _, _, root, meta, model, _ = indexed
+    track = meta[0]
+    results = ask(model, (root / track.file).read_bytes())
+    assert results[0]["path"].endswith(track.file)
+    assert results[0]["combined_score"] == pytest.approx(1.0)
+    assert results[0]["title"] == track.title and track.style in results[0]["tags"]
+    evidence = results[0]["evidence"]
+    assert all({"query_start_s", "clip_start_s", "distance", "similarity"} <= set(m) for m in evidence)
+
+
+def test_mp3_excerpt_at_an_odd_offset_finds_its_source(indexed):
+    _, _, root, meta, model, _ = indexed
+    hits = 0
+    for track in meta[:6]:
+        wave = load_audio(root / track.file, 44100, offset_s=3.7, duration_s=30.0)
+        buffer = io.BytesIO()
+        sf.write(buffer, wave, 44100, format="MP3")
+        results = ask(model, buffer.getvalue())
+        hits += results[0]["path"].endswith(track.file)
+    assert hits == 6
+
+
+def test_alternate_take_ranks_its_sibling_above_other_styles(indexed):
+    _, _, root, meta, model, _ = indexed
+    groups: dict[str, list] = {}
+    for t in meta:
+        if t.motif_id:
+            groups.setdefault(t.motif_id, []).append(t)
+    pairs = [(g[0], g[1]) for g in groups.values() if len(g) >= 2]
+    assert pairs, "the sample catalogue must hold alternate takes"
+    for take, sibling in pairs:
+        results = ask(model, (root / take.file).read_bytes(), max_results=20)
+        ranked = [r["path"].rsplit("/", 1)[-1] for r in results if not r["path"].endswith(take.file)]
+        other_styles = [t.file for t in meta if t.style not in (take.style, sibling.style)]
+        sibling_rank = ranked.index(sibling.file) if sibling.file in ranked else len(ranked)
+        better_unrelated = [f for f in ranked[:sibling_rank] if f in other_styles]
+        assert not better_unrelated, (take.file, sibling.file, ranked)
+
+
+def test_cli_query_prints_ranked_songs_and_json(indexed, capsys):
+    _, overrides, root, meta, _, _ = indexed
+    args = ["query", str(root / meta[1].file), "--conf", str(CONF)] + [x for o in overrides for x in ("--set", o)]
+    assert main(args + ["--json", "--top", "3"]) == 0
+    payload = json.loads(capsys.readouterr().out)
+    assert len(payload["results"]) <= 3 and payload["results"][0]["path"].endswith(meta[1].file)
+    assert main(args + ["--exclude-self", "--json"]) == 0
+    payload = json.loads(capsys.readouterr().out)
+    assert not any(r["path"].endswith(meta[1].file) for r in payload["results"])
+    assert main(args) == 0
+    out = capsys.readouterr().out
+    assert "rank" in out and meta[1].file in out.splitlines()[2]
+
+
+def test_bad_queries_are_clear_errors(indexed):
+    import pandas as pd
+    from mlflow.exceptions import MlflowException
+
+    *_, model, _ = indexed
+    bad = [
+        (pd.DataFrame({"audio_b64": ["not base64!!"]}), {}, "not valid base64"),
+        (pd.DataFrame({"audio_b64": [b64(b"just some text, not audio")]}), {}, "cannot decode"),
+        (pd.DataFrame({"audio_b64": [b64(b"RIFF")]}), {"max_results": 0}, "max_results"),
+        (pd.DataFrame({"path": ["/etc/passwd"]}), {}, "disabled"),
+    ]
+    for frame, params, message in bad:
+        with pytest.raises(MlflowException, match=message):
+            model.predict(frame, params=params)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_served_model_answers_invocations(indexed, tmp_path):
+    cfg, _, root, meta, _, _ = indexed
+    port = _free_port()
+    env = dict(os.environ, MLFLOW_TRACKING_URI=mlflow.get_tracking_uri(), MLFLOW_REGISTRY_URI=mlflow.get_registry_uri(),
+               PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}")  # mlflow execs uvicorn
+    log = open(tmp_path / "serve.log", "w")
+    server = subprocess.Popen(
+        [sys.executable, "-m", "mlflow", "models", "serve", "-m", f"models:/{cfg.mlflow.model_name}@champion",
+         "--env-manager", "local", "--host", "127.0.0.1", "--port", str(port)],
+        env=env, stdout=log, stderr=subprocess.STDOUT,
+    )
+    try:
+        deadline = time.time() + 120
+        while time.time() < deadline:
+            try:
+                urllib.request.urlopen(f"http://127.0.0.1:{port}/ping", timeout=2)
+                break
+            except OSError:
+                assert server.poll() is None, (tmp_path / "serve.log").read_text()
+                time.sleep(1)
+        body = {"dataframe_records": [{"audio_b64": b64((root / meta[2].file).read_bytes())}],
+                "params": {"max_results": 3}}
+        request = urllib.request.Request(f"http://127.0.0.1:{port}/invocations", data=json.dumps(body).encode(),
+                                         headers={"Content-Type": "application/json"})
+        answer = json.loads(urllib.request.urlopen(request, timeout=60).read())
+        results = answer["predictions"][0]["results"]
+        assert results[0]["path"].endswith(meta[2].file) and len(results) <= 3
+        bad = urllib.request.Request(f"http://127.0.0.1:{port}/invocations",
+                                     data=json.dumps({"dataframe_records": [{"audio_b64": "%%%"}]}).encode(),
+                                     headers={"Content-Type": "application/json"})
+        with pytest.raises(urllib.error.HTTPError) as err:
+            urllib.request.urlopen(bad, timeout=60)
+        assert err.value.code == 400
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+        log.close()
