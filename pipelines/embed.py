@@ -165,29 +165,37 @@ def run_embed(cfg: Config, spark: SparkSession | None = None) -> EmbedSummary:
         .localCheckpoint(eager=True)
     )
     good = out.where(F.col("error_class").isNull())
-    now = F.current_timestamp()
-    clip_rows = good.select(
-        "track_id", F.lit(policy).alias("clip_policy"), "clip_idx", "start_s", "end_s", "rms_db",
-        "is_silent", "is_noise", now.alias("created_at"),
-    ).select(*[f.name for f in CLIPS.fields])
-    emb_rows = good.select(
-        "track_id", F.lit(policy).alias("clip_policy"), "clip_idx", F.lit(embedder.key).alias("embedder"),
-        "vector", now.alias("created_at"),
-    ).select(*[f.name for f in EMBEDDINGS.fields])
-    # Embeddings first: a crash between the two leaves the track without clips, so it is redone.
-    insert_new(spark, cfg.tables.name("embeddings"), emb_rows, keys=("track_id", "clip_policy", "clip_idx", "embedder"))
-    insert_new(spark, cfg.tables.name("clips"), clip_rows, keys=("track_id", "clip_policy", "clip_idx"))
-    bad = out.where(F.col("error_class").isNotNull()).select(
-        "path", F.lit("embed").alias("stage"), "error_class", "message"
-    )
-    n_errors = record_errors(spark, cfg, bad, clear_paths=good.select("path"), stage="embed")
-    stats = good.agg(
-        F.count("*").alias("clips"),
+    bad = out.where(F.col("error_class").isNotNull())
+    stats = out.agg(
+        F.count(F.when(F.col("error_class").isNull(), 1)).alias("clips"),
+        F.count(F.when(F.col("error_class").isNotNull(), 1)).alias("bad"),
         F.sum(F.col("is_silent").cast("int")).alias("silent"),
         F.sum(F.col("is_noise").cast("int")).alias("noise"),
-        F.countDistinct("track_id").alias("tracks"),
+        F.countDistinct(F.when(F.col("error_class").isNull(), F.col("track_id"))).alias("tracks"),
         F.sum(F.col("end_s") - F.col("start_s")).alias("audio_s"),
     ).first()
+    now = F.current_timestamp()
+    if stats["clips"]:
+        clip_rows = good.select(
+            "track_id", F.lit(policy).alias("clip_policy"), "clip_idx", "start_s", "end_s", "rms_db",
+            "is_silent", "is_noise", now.alias("created_at"),
+        ).select(*[f.name for f in CLIPS.fields])
+        emb_rows = good.select(
+            "track_id", F.lit(policy).alias("clip_policy"), "clip_idx", F.lit(embedder.key).alias("embedder"),
+            "vector", now.alias("created_at"),
+        ).select(*[f.name for f in EMBEDDINGS.fields])
+        # Known non-empty, so no counting first; the MERGE still skips keys a crashed run wrote.
+        # Embeddings first: a crash between the two leaves the track without clips, so it is redone.
+        insert_new(spark, cfg.tables.name("embeddings"), emb_rows,
+                   keys=("track_id", "clip_policy", "clip_idx", "embedder"), count_first=False)
+        insert_new(spark, cfg.tables.name("clips"), clip_rows,
+                   keys=("track_id", "clip_policy", "clip_idx"), count_first=False)
+    n_errors = 0
+    if stats["bad"] or errors_t.limit(1).count():
+        n_errors = record_errors(
+            spark, cfg, bad.select("path", F.lit("embed").alias("stage"), "error_class", "message"),
+            clear_paths=good.select("path"), stage="embed",
+        )
     return EmbedSummary(
         embedder=embedder.key,
         tracks=int(stats["tracks"] or 0),

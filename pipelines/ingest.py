@@ -19,7 +19,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import pandas as pd
-from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
@@ -28,7 +28,7 @@ from soundalike.config import Config
 from soundalike.errors import SoundalikeError
 from soundalike_pipelines.schemas import TRACKS
 from soundalike_pipelines.session import ensure_tables, get_spark
-from soundalike_pipelines.writes import delete_where_key_in, record_errors, upsert
+from soundalike_pipelines.writes import delete_where_key_in, upsert
 
 _SCANNED = T.StructType(
     [
@@ -39,6 +39,11 @@ _SCANNED = T.StructType(
         T.StructField("tags", T.ArrayType(T.StringType())),
         T.StructField("metadata", T.StringType()),
     ]
+)
+
+_TRACK_ROWS = T.StructType(
+    [TRACKS[name] for name in ("track_id", "path", "bytes", "modified", "duration_s", "sample_rate", "channels",
+                               "format", "title", "tags", "metadata")]
 )
 
 _PROBED = T.StructType(
@@ -90,8 +95,8 @@ def _probe_batches(max_file_bytes: int):
     return probe
 
 
-def scanned_frame(spark: SparkSession, cfg: Config) -> DataFrame:
-    """The catalogue as it is on disk now (stat + sidecar, no reads of audio)."""
+def scanned_rows(cfg: Config) -> list[tuple]:
+    """The catalogue as it is on disk now (stat + sidecar, no reads of audio), as _SCANNED rows."""
     root = Path(cfg.catalogue.path)
     sidecar = read_sidecar(root, cfg.catalogue.metadata_file)
     rows = []
@@ -108,68 +113,72 @@ def scanned_frame(spark: SparkSession, cfg: Config) -> DataFrame:
                 json.dumps(entry, sort_keys=True) if entry else None,
             )
         )
-    return spark.createDataFrame(rows, _SCANNED)
+    return rows
 
 
 def run_ingest(cfg: Config, spark: SparkSession | None = None) -> IngestSummary:
-    """Run the ingest stage; see the module docstring."""
+    """Run the ingest stage; see the module docstring.
+
+    The comparison of disk and table happens on the driver (one row per file on each side):
+    it costs one table scan instead of a chain of Spark joins, and what is to do is fixed
+    before anything is written.
+    """
     started = time.perf_counter()
     spark = spark or get_spark(cfg)
     ensure_tables(spark, cfg)
     tracks_name = cfg.tables.name("tracks")
-    scanned = scanned_frame(spark, cfg).cache()
-    files_seen = scanned.count()
-    existing = spark.table(tracks_name)
-
-    # New or changed: no row with the same path, size, mtime and sidecar metadata.
-    same = ["path", "bytes", "modified", "title", "metadata"]
-    todo = scanned.join(existing.select(*same), on=scanned["path"].eqNullSafe(existing["path"])
-                        & scanned["bytes"].eqNullSafe(existing["bytes"])
-                        & scanned["modified"].eqNullSafe(existing["modified"])
-                        & scanned["title"].eqNullSafe(existing["title"])
-                        & scanned["metadata"].eqNullSafe(existing["metadata"]), how="left_anti")
-    # Fixed now (collected): our own writes to tracks below must not change what is to do.
-    todo = spark.createDataFrame(todo.collect(), _SCANNED)
-    n_todo = todo.count()
-
-    upserted = errors = 0
-    if n_todo:
-        partitions = max(1, min(n_todo, spark.sparkContext.defaultParallelism * 4))
-        probed = (
-            todo.select("path")
-            .repartition(partitions)
-            .mapInPandas(_probe_batches(cfg.catalogue.max_file_bytes), _PROBED)
-            .localCheckpoint(eager=True)
-        )
-        good = (
-            probed.where(F.col("error_class").isNull())
-            .join(todo, "path")
-            .withColumn("ingested_at", F.current_timestamp())
-            .select(*[f.name for f in TRACKS.fields])
-        )
-        upserted = upsert(spark, tracks_name, good, keys=("path",))
-        bad = probed.where(F.col("error_class").isNotNull()).select(
-            "path", F.lit("ingest").alias("stage"), "error_class", "message"
-        )
-        errors = record_errors(spark, cfg, bad, clear_paths=good.select("path"), stage="ingest")
-        # A bad file that used to be good must not keep its old row.
-        delete_where_key_in(spark, tracks_name, bad.select("path"), key="path")
-
-    # Gone from disk: delete, with their errors.
-    gone = spark.table(tracks_name).select("path").join(scanned.select("path"), "path", "left_anti")
-    removed = delete_where_key_in(spark, tracks_name, gone, key="path")
     errors_name = cfg.tables.name("ingest_errors")
-    stale_errors = spark.table(errors_name).select("path").distinct().join(scanned.select("path"), "path", "left_anti")
-    delete_where_key_in(spark, errors_name, stale_errors, key="path")
+    scanned = {row[0]: row for row in scanned_rows(cfg)}
+    same = ("path", "bytes", "modified", "title", "metadata")
+    existing = {r["path"]: r for r in spark.table(tracks_name).select(*same, "track_id").collect()}
+    errors_now = {(r["path"], r["stage"]): r for r in spark.table(errors_name).collect()}
 
-    pruned = prune_orphans(spark, cfg)
-    scanned.unpersist()
+    todo = [row for path, row in scanned.items()
+            if path not in existing or tuple(existing[path][c] for c in same) != (row[0], row[1], row[2], row[3], row[5])]
+    probed = []
+    if todo:
+        frame = spark.createDataFrame(todo, _SCANNED)
+        partitions = max(1, min(len(todo), spark.sparkContext.defaultParallelism * 4))
+        probed = (
+            frame.select("path").repartition(partitions)
+            .mapInPandas(_probe_batches(cfg.catalogue.max_file_bytes), _PROBED)
+            .collect()
+        )
+    good = [p for p in probed if p["error_class"] is None]
+    bad = [p for p in probed if p["error_class"] is not None]
+
+    if good:
+        by_path = {row[0]: row for row in todo}
+        rows = [(p["track_id"], p["path"], by_path[p["path"]][1], by_path[p["path"]][2], p["duration_s"],
+                 p["sample_rate"], p["channels"], p["format"], by_path[p["path"]][3], by_path[p["path"]][4],
+                 by_path[p["path"]][5]) for p in good]
+        frame = spark.createDataFrame(rows, _TRACK_ROWS).withColumn("ingested_at", F.current_timestamp())
+        upsert(spark, tracks_name, frame.select(*[f.name for f in TRACKS.fields]), keys=("path",), count=len(rows))
+
+    # Gone from disk, or now unreadable: their rows go (with errors of files that are gone).
+    drop = sorted({p for p in existing if p not in scanned} | {p["path"] for p in bad if p["path"] in existing})
+    if drop:
+        delete_where_key_in(spark, tracks_name, spark.createDataFrame([(p,) for p in drop], "path string"), key="path")
+    new_errors = [(p["path"], "ingest", p["error_class"], p["message"]) for p in bad
+                  if (old := errors_now.get((p["path"], "ingest"))) is None
+                  or (old["error_class"], old["message"]) != (p["error_class"], p["message"])]
+    if new_errors:
+        frame = spark.createDataFrame(new_errors, "path string, stage string, error_class string, message string")
+        upsert(spark, errors_name, frame.withColumn("seen_at", F.current_timestamp()), keys=("path", "stage"),
+               count=len(new_errors))
+    stale = sorted({path for (path, stage) in errors_now
+                    if path not in scanned or (stage == "ingest" and path in {g["path"] for g in good})})
+    if stale:
+        delete_where_key_in(spark, errors_name, spark.createDataFrame([(p,) for p in stale], "path string"), key="path")
+
+    changed_ids = any(p["path"] in existing and existing[p["path"]]["track_id"] != p["track_id"] for p in good)
+    pruned = prune_orphans(spark, cfg) if (drop or changed_ids) else 0
     return IngestSummary(
-        files_seen=files_seen,
-        probed=n_todo,
-        upserted=upserted,
-        removed=removed,
-        errors=errors,
+        files_seen=len(scanned),
+        probed=len(todo),
+        upserted=len(good),
+        removed=len(drop),
+        errors=len(bad),
         pruned_track_ids=pruned,
         seconds=round(time.perf_counter() - started, 2),
     )

@@ -19,10 +19,14 @@ def _on(keys: Sequence[str]) -> str:
     return " AND ".join(f"t.`{k}` = s.`{k}`" for k in keys)
 
 
-def upsert(spark: SparkSession, table: str, rows: DataFrame, *, keys: Sequence[str]) -> int:
-    """MERGE ``rows`` into ``table``: update matching keys, insert the rest. Returns rows merged."""
-    rows = rows.dropDuplicates(list(keys))
-    n = rows.count()
+def upsert(spark: SparkSession, table: str, rows: DataFrame, *, keys: Sequence[str], count: int | None = None) -> int:
+    """MERGE ``rows`` into ``table``: update matching keys, insert the rest. Returns rows merged.
+
+    ``count``: the number of rows when the caller knows it (saves a Spark job); keys must then be unique.
+    """
+    if count is None:
+        rows = rows.dropDuplicates(list(keys))
+    n = rows.count() if count is None else count
     if n:
         (
             DeltaTable.forName(spark, table).alias("t")
@@ -34,8 +38,22 @@ def upsert(spark: SparkSession, table: str, rows: DataFrame, *, keys: Sequence[s
     return n
 
 
-def insert_new(spark: SparkSession, table: str, rows: DataFrame, *, keys: Sequence[str]) -> int:
-    """Insert the rows of ``rows`` whose keys ``table`` lacks. Returns rows inserted."""
+def insert_new(
+    spark: SparkSession, table: str, rows: DataFrame, *, keys: Sequence[str], count_first: bool = True
+) -> int:
+    """Insert the rows of ``rows`` whose keys ``table`` lacks.
+
+    Returns rows inserted, or -1 with ``count_first=False``: for callers that know ``rows`` is
+    non-empty, the MERGE runs straight away (one Spark job instead of three).
+    """
+    if not count_first:
+        (
+            DeltaTable.forName(spark, table).alias("t")
+            .merge(rows.alias("s"), _on(keys))
+            .whenNotMatchedInsertAll()
+            .execute()
+        )
+        return -1
     fresh = rows.dropDuplicates(list(keys)).join(spark.table(table).select(*keys), list(keys), "left_anti")
     fresh = fresh.cache()
     n = fresh.count()
