@@ -9,6 +9,7 @@ from pyspark.sql import SparkSession
 from soundalike.config import Config
 from soundalike.errors import ConfigError
 from soundalike_pipelines.embed import run_embed
+from soundalike_pipelines.evaluate import run_evaluate
 from soundalike_pipelines.index_build import run_index, run_register
 from soundalike_pipelines.ingest import run_ingest
 from soundalike_pipelines.session import get_spark
@@ -18,6 +19,7 @@ STAGES: dict[str, Callable[[Config, SparkSession], object]] = {
     "ingest": run_ingest,
     "embed": run_embed,
     "index": run_index,
+    "evaluate": run_evaluate,
     "register": run_register,
 }
 

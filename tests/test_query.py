@@ -37,7 +37,8 @@ def indexed(tmp_path_factory):
     root = tmp_path_factory.mktemp("qcat")
     work = tmp_path_factory.mktemp("qwork")
     generate_catalogue(root, n_tracks=12, seed=3, min_duration_s=30.0, max_duration_s=50.0, progress=False)
-    overrides = [f"workdir={work}", f"catalogue.path={root}", "tables.schema=query_test", "spark.master=local[2]"]
+    overrides = [f"workdir={work}", f"catalogue.path={root}", "tables.schema=query_test", "spark.master=local[2]",
+                 "evaluation.n_excerpts=24"]
     cfg = load_config(CONF, overrides)
     summary = run_pipeline(cfg)
     configure_mlflow(cfg)
@@ -66,10 +67,23 @@ def test_index_run_is_logged_with_params_metrics_and_artifacts(indexed):
     assert summary["register"]["version"] == "1"
 
 
+def test_evaluation_is_logged_to_the_index_run(indexed):
+    *_, summary = indexed
+    assert summary["evaluate"]["evaluated"] is True
+    run = mlflow.get_run(summary["index"]["run_id"])
+    metrics = run.data.metrics
+    assert metrics["eval_none_top1"] == 1.0
+    assert {"eval_top1", "eval_top10", "eval_mrr", "eval_phone_top1", "eval_mp3_64k_top1",
+            "eval_tag_precision_at_5", "eval_version_mrr"} <= set(metrics)
+    names = {a.path for a in mlflow.MlflowClient().list_artifacts(run.info.run_id, "evaluation")}
+    assert names == {"evaluation/evaluation.json", "evaluation/evaluation.png"}
+
+
 def test_rerun_builds_and_registers_nothing_new(indexed):
     cfg, *_, summary = indexed
-    again = run_pipeline(cfg, ["index", "register"])
+    again = run_pipeline(cfg, ["index", "evaluate", "register"])
     assert again["index"]["built"] is False and again["index"]["run_id"] == summary["index"]["run_id"]
+    assert again["evaluate"]["evaluated"] is False
     assert again["register"]["registered"] is False and again["register"]["version"] == "1"
 
 

@@ -152,6 +152,7 @@ def _pipeline_parsers(sub: argparse._SubParsersAction) -> None:
     _stage_parser(sub, "ingest", "scan the catalogue into the tracks table (incremental)")
     _stage_parser(sub, "embed", "cut, flag and embed new tracks into the clips and embeddings tables")
     _stage_parser(sub, "index", "build the FAISS clip index and log it as an MLflow run")
+    _stage_parser(sub, "evaluate", "measure the newest index (excerpts under degradations, tags, versions) and log it")
     _stage_parser(sub, "register", "register the newest index as the soundalike_search MLflow model")
 
 

@@ -102,6 +102,14 @@ class QueryConfig:
 
 
 @dataclass(frozen=True)
+class EvaluationConfig:
+    """How the evaluate stage measures an index (see :mod:`soundalike.evaluation`)."""
+
+    n_excerpts: int = 120
+    seed: int = 0
+
+
+@dataclass(frozen=True)
 class TablesConfig:
     """Delta table names: ``catalog.schema.table``.
 
@@ -156,6 +164,7 @@ class Config:
     embedder: EmbedderConfig = field(default_factory=EmbedderConfig)
     index: IndexConfig = field(default_factory=IndexConfig)
     query: QueryConfig = field(default_factory=QueryConfig)
+    evaluation: EvaluationConfig = field(default_factory=EvaluationConfig)
     tables: TablesConfig = field(default_factory=TablesConfig)
     spark: SparkConfig = field(default_factory=SparkConfig)
     mlflow: MlflowConfig = field(default_factory=MlflowConfig)
