@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
@@ -29,6 +29,7 @@ from soundalike.errors import SoundalikeError
 from soundalike_pipelines.schemas import CLIPS, EMBEDDINGS
 from soundalike_pipelines.session import ensure_tables, get_spark
 from soundalike_pipelines.writes import insert_new, record_errors
+from soundalike_pipelines.summary import StageSummary
 
 _OUT = T.StructType(
     [
@@ -110,7 +111,7 @@ def _error_row(columns, track_id, path, error_class, message) -> pd.DataFrame:
 
 
 @dataclass
-class EmbedSummary:
+class EmbedSummary(StageSummary):
     """What one embed run did."""
 
     embedder: str
@@ -122,8 +123,6 @@ class EmbedSummary:
     audio_s: float
     seconds: float
 
-    def to_json(self) -> dict:
-        return asdict(self)
 
 
 def run_embed(cfg: Config, spark: SparkSession | None = None) -> EmbedSummary:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import tempfile
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
 from pyspark.sql import SparkSession
@@ -23,19 +23,18 @@ from soundalike.evaluation import EvalTrack, evaluate, plot_summary
 from soundalike.search import Searcher
 from soundalike_pipelines.index_build import _latest_index_run, _tmp_root
 from soundalike_pipelines.session import ensure_tables, get_spark
+from soundalike_pipelines.summary import StageSummary
 
 EVAL_TAG = "soundalike.evaluation"
 
 
 @dataclass
-class EvaluateSummary:
+class EvaluateSummary(StageSummary):
     run_id: str
     evaluated: bool
     metrics: dict
     seconds: float
 
-    def to_json(self) -> dict:
-        return asdict(self)
 
 
 def eval_tracks(spark: SparkSession, cfg: Config) -> list[EvalTrack]:

@@ -20,7 +20,7 @@ import json
 import shutil
 import tempfile
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -34,6 +34,7 @@ from soundalike.extract import clip_policy
 from soundalike.index import build_index, choose_factory, recall_at_k
 from soundalike.search import TRACKS_FILE
 from soundalike_pipelines.session import ensure_tables, get_spark
+from soundalike_pipelines.summary import StageSummary
 
 STAGE_TAG = "soundalike.stage"
 FINGERPRINT_TAG = "soundalike.fingerprint"
@@ -42,7 +43,7 @@ CHAMPION = "champion"
 
 
 @dataclass
-class IndexSummary:
+class IndexSummary(StageSummary):
     run_id: str
     built: bool
     vectors: int
@@ -52,20 +53,16 @@ class IndexSummary:
     recall_at_10: float | None
     seconds: float
 
-    def to_json(self) -> dict:
-        return asdict(self)
 
 
 @dataclass
-class RegisterSummary:
+class RegisterSummary(StageSummary):
     model_name: str
     version: str
     registered: bool
     index_run_id: str
     seconds: float
 
-    def to_json(self) -> dict:
-        return asdict(self)
 
 
 def _table_version(spark: SparkSession, name: str) -> int:

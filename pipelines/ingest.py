@@ -15,7 +15,7 @@ from __future__ import annotations
 import json
 from datetime import datetime
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
@@ -29,6 +29,7 @@ from soundalike.errors import SoundalikeError
 from soundalike_pipelines.schemas import TRACKS
 from soundalike_pipelines.session import ensure_tables, get_spark
 from soundalike_pipelines.writes import delete_where_key_in, upsert
+from soundalike_pipelines.summary import StageSummary
 
 _SCANNED = T.StructType(
     [
@@ -61,7 +62,7 @@ _PROBED = T.StructType(
 
 
 @dataclass
-class IngestSummary:
+class IngestSummary(StageSummary):
     """What one ingest run did."""
 
     files_seen: int
@@ -72,8 +73,6 @@ class IngestSummary:
     pruned_track_ids: int
     seconds: float
 
-    def to_json(self) -> dict:
-        return asdict(self)
 
 
 def _probe_batches(max_file_bytes: int):
