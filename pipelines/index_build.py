@@ -8,7 +8,8 @@ embedder, clip policy, index settings): a run whose fingerprint matches the last
 run builds nothing.
 
 ``run_register`` logs the ``soundalike_search`` pyfunc into the newest finished index run and
-registers it, then points the ``champion`` alias at it. A half-built index is never registered:
+registers it, then points the ``champion`` alias at it when :func:`champion_gate` allows (its
+evaluation is not worse than the champion's). A half-built index is never registered:
 only finished runs are considered, and the index directory is complete before the run ends.
 """
 
@@ -40,6 +41,7 @@ STAGE_TAG = "soundalike.stage"
 FINGERPRINT_TAG = "soundalike.fingerprint"
 INDEX_RUN_TAG = "soundalike.index_run"
 CHAMPION = "champion"
+GATE_TAG = "soundalike.gate"
 
 
 @dataclass
@@ -61,6 +63,8 @@ class RegisterSummary(StageSummary):
     version: str
     registered: bool
     index_run_id: str
+    champion: str | None
+    gate: str
     seconds: float
 
 
@@ -169,15 +173,58 @@ def run_register(cfg: Config, spark: SparkSession | None = None) -> RegisterSumm
     name = cfg.mlflow.model_name
     existing = [v for v in _versions(client, name) if v.tags.get(INDEX_RUN_TAG) == run.info.run_id]
     if existing:
-        return RegisterSummary(name, str(existing[0].version), False, run.info.run_id, round(time.perf_counter() - started, 2))
+        champion = _champion_version(client, name)
+        return RegisterSummary(name, str(existing[0].version), False, run.info.run_id, champion,
+                               existing[0].tags.get(GATE_TAG, ""), round(time.perf_counter() - started, 2))
     with tempfile.TemporaryDirectory(dir=_tmp_root(cfg)) as tmp:
         index_dir = mlflow.artifacts.download_artifacts(run_id=run.info.run_id, artifact_path="index", dst_path=tmp)
         with mlflow.start_run(run_id=run.info.run_id):
             info = log_search_model(index_dir, cfg, example_audio=_example_audio(), registered_model_name=name)
     version = str(info.registered_model_version)
     client.set_model_version_tag(name, version, INDEX_RUN_TAG, run.info.run_id)
-    client.set_registered_model_alias(name, CHAMPION, version)
-    return RegisterSummary(name, version, True, run.info.run_id, round(time.perf_counter() - started, 2))
+    promote, gate = champion_gate(client, name, run)
+    client.set_model_version_tag(name, version, GATE_TAG, gate)
+    if promote:
+        client.set_registered_model_alias(name, CHAMPION, version)
+    return RegisterSummary(name, version, True, run.info.run_id, _champion_version(client, name), gate,
+                           round(time.perf_counter() - started, 2))
+
+
+#: Evaluation metrics the new index must not be worse on to become champion.
+GATE_METRICS = ("eval_top1", "eval_mrr", "eval_tag_precision_at_5")
+
+
+def champion_gate(client, name: str, run) -> tuple[bool, str]:
+    """Whether the index ``run`` may replace the current champion, and why (logged as a tag).
+
+    Promoted when there is no champion yet, or when no metric of :data:`GATE_METRICS` that both
+    runs have is lower for the new run. A new run without evaluation metrics is not promoted over
+    an evaluated champion.
+    """
+    current = _champion_version(client, name)
+    if current is None:
+        return True, "promoted: no champion yet"
+    champion_run_id = client.get_model_version(name, current).tags.get(INDEX_RUN_TAG)
+    old = client.get_run(champion_run_id).data.metrics if champion_run_id else {}
+    new = run.data.metrics
+    shared = [m for m in GATE_METRICS if m in old and m in new]
+    if not shared:
+        if any(m in old for m in GATE_METRICS):
+            return False, f"kept champion v{current}: the new index has no evaluation metrics"
+        return True, f"promoted over v{current}: neither has evaluation metrics"
+    worse = [f"{m} {new[m]:.4f} < {old[m]:.4f}" for m in shared if new[m] < old[m]]
+    if worse:
+        return False, f"kept champion v{current}: " + "; ".join(worse)
+    return True, f"promoted over v{current}: " + ", ".join(f"{m} {new[m]:.4f} >= {old[m]:.4f}" for m in shared)
+
+
+def _champion_version(client, name: str) -> str | None:
+    from mlflow.exceptions import MlflowException
+
+    try:
+        return str(client.get_model_version_by_alias(name, CHAMPION).version)
+    except MlflowException:
+        return None
 
 
 def _versions(client, name: str):
