@@ -10,12 +10,14 @@ import dataclasses
 
 import numpy as np
 import pytest
+import torch
 from scipy.signal import butter, sosfilt
 
 from conftest import melody
 from soundalike.config import ClipsConfig
 from soundalike.errors import ParameterError
-from soundalike.flags import ClipFlags, clip_flags
+from soundalike.features import stft_power
+from soundalike.flags import ClipFlags, analysis_frame, clip_flags
 from soundalike.sample import STYLES, synthesize_track
 
 SR = 22050
@@ -220,3 +222,21 @@ def test_result_shapes_types_and_empty_batch(claps):
 def test_bad_inputs_are_parameter_errors(clips, sr, real, message):
     with pytest.raises(ParameterError, match=message):
         clip_flags(clips, sr, real_samples=real, **THRESHOLDS)
+
+
+def test_a_precomputed_spectrogram_gives_the_same_flags(music, claps):
+    """What extract_track does: hand clip_flags the STFT it shares with the embedder."""
+    clips = np.concatenate([music[0][:3], claps[:2]])
+    real = np.array([clips.shape[1], 150000, clips.shape[1], 90000, clips.shape[1]])
+    n_fft, hop = analysis_frame(SR)
+    power = stft_power(torch.from_numpy(clips), n_fft=n_fft, hop_length=hop)
+    shared = clip_flags(clips, SR, real_samples=real, power=power, **THRESHOLDS)
+    own = clip_flags(clips, SR, real_samples=real, **THRESHOLDS)
+    for field in ("rms_db", "flatness", "tonality", "is_silent", "is_noise"):
+        np.testing.assert_array_equal(getattr(shared, field), getattr(own, field))
+
+
+def test_a_spectrogram_of_other_frames_is_a_parameter_error(claps):
+    wrong = stft_power(torch.from_numpy(claps[:1]), n_fft=1024, hop_length=512)
+    with pytest.raises(ParameterError, match="power must be stft_power\\(clips, n_fft=2048, hop_length=1024\\)"):
+        clip_flags(claps[:1], SR, power=wrong, **THRESHOLDS)

@@ -20,6 +20,7 @@ from soundalike.config import EmbedderConfig
 from soundalike.embedders import available_embedders, create_embedder
 from soundalike.embedders.mel import MelEmbedder, MelEmbedderParams, mel_embedder_version
 from soundalike.errors import ConfigError, ParameterError
+from soundalike.features import power_spectrogram, stft_power
 from soundalike.sample import STYLES, synthesize_track
 
 SOURCE_SR = 44100
@@ -216,3 +217,33 @@ def test_same_style_clips_are_closer_than_other_styles(embedder, styled_clips):
             assert same > np.nanmean(sims[i, labels == other]) + 0.05, (style, other)
     nearest = np.nanargmax(sims, axis=1)
     assert np.all(labels[nearest] == labels)
+
+
+# --------------------------------------------------------------------------- a shared spectrogram
+
+
+def test_the_fast_stft_matches_torch_stft():
+    """stft_power frames and pads exactly as torch.stft(center=True), frames first."""
+    rng = np.random.default_rng(3)
+    # A clip; other hops; shorter than a window; shorter than half a window (zero padding); odd n_fft.
+    cases = [(220500, 2048, 1024), (5000, 2048, 512), (1500, 2048, 1024), (700, 2048, 1024), (9000, 1001, 300)]
+    for n, n_fft, hop in cases:
+        x = torch.from_numpy(rng.standard_normal((2, n)).astype(np.float32))
+        expected = power_spectrogram(x, n_fft=n_fft, hop_length=hop, center=True).transpose(1, 2)
+        got = stft_power(x, n_fft=n_fft, hop_length=hop)
+        assert got.shape == expected.shape, (n, n_fft, hop)
+        torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-5 * float(expected.max()))
+
+
+def test_embed_power_gives_the_vectors_of_embed(embedder, styled_clips):
+    clips, _ = styled_clips
+    power = stft_power(torch.from_numpy(clips[::3]), n_fft=2048, hop_length=1024)
+    np.testing.assert_array_equal(embedder.embed_power(power.to(embedder.device)), embedder.embed(clips[::3]))
+    assert embedder.embed_power(power[:0]).shape == (0, embedder.dim)
+
+
+def test_embed_power_of_other_frames_is_a_parameter_error(embedder, styled_clips):
+    clips, _ = styled_clips
+    power = stft_power(torch.from_numpy(clips[:1]), n_fft=2048, hop_length=512)
+    with pytest.raises(ParameterError, match=r"expects power spectra of shape \(n, 216, 1025\)"):
+        embedder.embed_power(power)

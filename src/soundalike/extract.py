@@ -6,6 +6,10 @@ embedder, so a query clip and a catalogue clip are computed by identical code.
 
 Long files are decoded window by window (``window_s`` at a time), so memory stays bounded
 for a two-hour recording.
+
+When the embedder is the CPU ``mel`` embedder at the default analysis (``n_fft`` 2048, hop 1024
+at 22.05 kHz, the frames the flags use), each batch's power spectrogram is computed once and
+shared by the flags and the embedder; the vectors are the ones ``embedder.embed`` gives.
 """
 
 from __future__ import annotations
@@ -13,13 +17,16 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+import torch
 
 from soundalike.audio import AudioSource, load_audio, probe_audio
 from soundalike.clips import chunk, clip_starts
 from soundalike.config import ClipsConfig
 from soundalike.embedders.base import Embedder
+from soundalike.embedders.mel import MelEmbedder
 from soundalike.errors import ParameterError
-from soundalike.flags import clip_flags
+from soundalike.features import stft_power
+from soundalike.flags import analysis_frame, clip_flags
 
 
 @dataclass(frozen=True)
@@ -103,26 +110,31 @@ def extract_track(
     if batch_size < 1:
         raise ParameterError(f"batch_size must be >= 1, got {batch_size}")
     sr = embedder.sample_rate_hz
+    shared_frame = _shared_frame(embedder, sr)
     parts = []
     duration_s = 0.0
     for offset_s, wave in _windows(source, sr, clips_cfg, max_seconds=max_seconds, window_s=window_s):
         clips = chunk(wave, sr, clip_s=clips_cfg.clip_s, hop_s=clips_cfg.hop_s, min_tail_s=clips_cfg.min_tail_s)
         duration_s = max(duration_s, offset_s + wave.shape[0] / sr)
-        if len(clips) == 0:
-            continue
         real = np.round((clips.end_s - clips.start_s) * sr).astype(np.int64)
-        flags = clip_flags(
-            clips.audio,
-            sr,
-            silence_rms_db=clips_cfg.silence_rms_db,
-            noise_flatness=clips_cfg.noise_flatness,
-            noise_tonality_max=clips_cfg.noise_tonality_max,
-            real_samples=real,
-        )
-        vectors = np.concatenate(
-            [embedder.embed(clips.audio[i : i + batch_size]) for i in range(0, len(clips), batch_size)]
-        )
-        parts.append((clips.start_s + offset_s, clips.end_s + offset_s, flags, vectors))
+        for i in range(0, len(clips), batch_size):
+            audio = clips.audio[i : i + batch_size]
+            power = None
+            if shared_frame is not None:
+                n_fft, hop = shared_frame
+                power = stft_power(torch.from_numpy(audio), n_fft=n_fft, hop_length=hop)
+            flags = clip_flags(
+                audio,
+                sr,
+                silence_rms_db=clips_cfg.silence_rms_db,
+                noise_flatness=clips_cfg.noise_flatness,
+                noise_tonality_max=clips_cfg.noise_tonality_max,
+                real_samples=real[i : i + batch_size],
+                power=power,
+            )
+            vectors = embedder.embed(audio) if power is None else embedder.embed_power(power)
+            bounds = slice(i, i + batch_size)
+            parts.append((clips.start_s[bounds] + offset_s, clips.end_s[bounds] + offset_s, flags, vectors))
     if not parts:
         return TrackClips(
             start_s=np.zeros(0), end_s=np.zeros(0), rms_db=np.zeros(0, np.float32),
@@ -138,6 +150,18 @@ def extract_track(
         vectors=np.concatenate([p[3] for p in parts]).astype(np.float32),
         duration_s=duration_s,
     )
+
+
+def _shared_frame(embedder: Embedder, sr: int) -> tuple[int, int] | None:
+    """``(n_fft, hop_length)`` when ``embedder`` can reuse the flags' power spectrogram, else None.
+
+    Only the CPU ``mel`` embedder analysing with the flags' own frame qualifies; on a GPU the
+    embedder computes its spectrogram where it runs.
+    """
+    if not isinstance(embedder, MelEmbedder) or embedder.device.type != "cpu":
+        return None
+    frame = analysis_frame(sr)
+    return frame if (embedder.params.n_fft, embedder.params.hop_length) == frame else None
 
 
 def _windows(source: AudioSource, sr: int, cfg: ClipsConfig, *, max_seconds: float | None, window_s: float):

@@ -1,7 +1,11 @@
 """Flag clips that are not music: silence, and broadband noise such as applause.
 
 Three measures per clip, computed on a whole batch at once in torch from one STFT (a ~93 ms
-Hann window, half overlap):
+Hann window, half overlap). The spectral measures are taken on every other frame of those that
+lie wholly inside the clip -- back-to-back windows that cover the clip; the decision is per
+clip, and the overlapping frames in between would double the work for the same statistics. The
+STFT can be handed in (``power=``, see :func:`analysis_frame`), so the caller can share it
+with an embedder that uses the same frames.
 
 ``rms_db``
     Level of the clip's real (unpadded) samples, dBFS (a full-scale sine is -3 dBFS).
@@ -14,10 +18,11 @@ Hann window, half overlap):
     then scores 0.29, under the 0.30 default.)
 ``tonality``
     Fraction of audible frames holding at least one clear spectral peak between 40 Hz and
-    5 kHz. The power is first averaged over 3 frames (noise averages down, a sustained partial
-    does not); a bin is a peak when it stands :data:`PEAK_PROMINENCE_DB` above the mean dB of
-    its neighbours within +/-60 Hz (main lobe left out) *and* :data:`PEAK_ABOVE_MEAN_DB` above
-    the frame's mean power in the band, so a faint hum under loud noise does not count. Noise
+    5 kHz. The power is first averaged over 3 frames -- the measured frame and the overlapping
+    ones either side (noise averages down, a sustained partial does not); a bin is a peak when
+    it stands :data:`PEAK_PROMINENCE_DB` above the mean dB of its neighbours within +/-60 Hz
+    (main lobe left out) *and* :data:`PEAK_ABOVE_MEAN_DB` above the frame's mean power in the
+    band, so a faint hum under loud noise does not count. Noise
     and applause score 0-0.01 (their highest "peaks" stand 7-9 dB out); music with any pitched
     part -- a bass line, a kick drum's thump, a tom -- scores 0.15-1: 0.79 or more on every
     style of :mod:`soundalike.sample`, about 0.5 for a bare kick-snare-hat loop, 0.16 for the
@@ -48,7 +53,7 @@ import numpy as np
 import torch
 
 from soundalike.errors import ParameterError
-from soundalike.features import power_spectrogram
+from soundalike.features import stft_power
 
 #: Analysis window for the spectral measures, seconds (2048 samples at 22.05 kHz).
 FRAME_S = 2048 / 22050
@@ -94,6 +99,16 @@ class ClipFlags:
         return int(self.rms_db.shape[0])
 
 
+def analysis_frame(sr: int) -> tuple[int, int]:
+    """``(n_fft, hop_length)`` of the STFT the measures use at ``sr`` Hz (2048/1024 at 22.05 kHz).
+
+    A ``power=`` spectrogram for :func:`clip_flags` is
+    ``features.stft_power(clips, n_fft=n_fft, hop_length=hop_length)``.
+    """
+    n_fft = 1 << int(round(np.log2(FRAME_S * sr)))  # 8-11 Hz bins at any rate
+    return n_fft, n_fft // 2
+
+
 def clip_flags(
     clips: np.ndarray,
     sr: int,
@@ -102,6 +117,7 @@ def clip_flags(
     noise_flatness: float,
     noise_tonality_max: float,
     real_samples: np.ndarray | None = None,
+    power: torch.Tensor | None = None,
 ) -> ClipFlags:
     """Measure and flag a batch of clips.
 
@@ -120,6 +136,10 @@ def clip_flags(
     real_samples : np.ndarray [shape=(n,), dtype=int], optional
         Number of real (unpadded) samples at the start of each clip; defaults to all of them.
         Padding counts neither towards the level nor the spectral measures.
+    power : torch.Tensor [shape=(n, frames, bins), dtype=float32], optional
+        The clips' power spectrogram, ``features.stft_power(clips, n_fft=n_fft,
+        hop_length=hop_length)`` with :func:`analysis_frame`'s ``(n_fft, hop_length)`` (clips
+        of at least ``n_fft`` samples); computed here when not given.
 
     Returns
     -------
@@ -128,8 +148,8 @@ def clip_flags(
     Raises
     ------
     ParameterError
-        Clips that are not a 2-D floating-point array, ``sr`` below 8000 Hz, or
-        ``real_samples`` of the wrong shape or out of range.
+        Clips that are not a 2-D floating-point array, ``sr`` below 8000 Hz, ``real_samples``
+        of the wrong shape or out of range, or a ``power`` of the wrong shape.
     """
     clips = np.asarray(clips)
     if clips.ndim != 2:
@@ -138,6 +158,7 @@ def clip_flags(
         raise ParameterError(f"clips must be floating-point, got {clips.dtype}")
     if isinstance(sr, bool) or not isinstance(sr, (int, np.integer)) or sr < 8000:
         raise ParameterError(f"sr must be an integer of at least 8000 Hz, got {sr!r}")
+    sr = int(sr)
     n, samples = clips.shape
     if real_samples is None:
         real = np.full(n, samples, dtype=np.int64)
@@ -148,94 +169,146 @@ def clip_flags(
         if np.any(real < 0) or np.any(real > samples):
             raise ParameterError(f"real_samples must lie in [0, {samples}]")
         real = real.astype(np.int64)
+    n_fft, hop = analysis_frame(sr)
+    if power is not None:
+        expected = (n, samples // hop + 1, n_fft // 2 + 1)
+        if samples < n_fft or tuple(power.shape) != expected:
+            raise ParameterError(
+                f"power must be stft_power(clips, n_fft={n_fft}, hop_length={hop}) of clips of at least "
+                f"{n_fft} samples, shape {expected}; got {tuple(power.shape)} for {samples} samples"
+            )
     if n == 0:
         empty = np.zeros(0, dtype=np.float32)
         return ClipFlags(empty, empty, empty, np.zeros(0, bool), np.zeros(0, bool))
 
+    clips = np.ascontiguousarray(clips, dtype=np.float32)
+    rms_db = _rms_db(clips, real)
     parts = []
     with torch.inference_mode():
-        for a in range(0, n, _CHUNK_CLIPS):  # bounded memory: the spectra are ~20x the audio
-            x = torch.from_numpy(np.ascontiguousarray(clips[a : a + _CHUNK_CLIPS], dtype=np.float32))
-            real_t = torch.from_numpy(real[a : a + _CHUNK_CLIPS])
-            parts.append((_rms_db(x, real_t), *_spectral_measures(x, real_t, int(sr))))
-    rms_db, flatness, tonality = (torch.cat(p).numpy().astype(np.float32) for p in zip(*parts))
+        if power is not None:
+            parts.append(_spectral_measures(power.float().cpu(), torch.from_numpy(real), sr, n_fft, samples))
+        else:
+            padded = max(samples, n_fft)  # a clip shorter than one window is zero-padded to one
+            for a in range(0, n, _CHUNK_CLIPS):  # bounded memory: the spectra are ~10x the audio
+                x = torch.from_numpy(clips[a : a + _CHUNK_CLIPS])
+                if padded > samples:
+                    x = torch.nn.functional.pad(x, (0, padded - samples))
+                spec = stft_power(x, n_fft=n_fft, hop_length=hop)
+                real_t = torch.from_numpy(real[a : a + _CHUNK_CLIPS])
+                parts.append(_spectral_measures(spec, real_t, sr, n_fft, padded))
+    flatness, tonality = (torch.cat(p).numpy().astype(np.float32) for p in zip(*parts))
     is_silent = rms_db < silence_rms_db
     is_noise = ~is_silent & (flatness > noise_flatness) & (tonality < noise_tonality_max)
     return ClipFlags(rms_db, flatness, tonality, is_silent, is_noise)
 
 
-def _rms_db(x: torch.Tensor, real: torch.Tensor) -> torch.Tensor:
-    """dBFS [n] of the first ``real[i]`` samples of each row of ``x`` [n, samples]."""
-    mask = torch.arange(x.shape[1])[None, :] < real[:, None]
-    energy = torch.where(mask, x.square(), torch.zeros(())).sum(dim=1, dtype=torch.float64) / real.clamp(min=1)
-    return 10.0 * torch.log10(energy.clamp(min=1e-20))
+def _rms_db(clips: np.ndarray, real: np.ndarray) -> np.ndarray:
+    """dBFS [n] of the first ``real[i]`` samples of each row of ``clips`` [n, samples]."""
+    energy = np.array([np.dot(clip[:r], clip[:r]) for clip, r in zip(clips, real)], dtype=np.float64)
+    energy /= np.maximum(real, 1)
+    return (10.0 * np.log10(np.maximum(energy, 1e-20))).astype(np.float32)
 
 
-def _spectral_measures(x: torch.Tensor, real: torch.Tensor, sr: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Median flatness [n] and tonal-frame fraction [n] over the audible frames of real audio."""
-    n_fft = 1 << int(round(np.log2(FRAME_S * sr)))  # 8-11 Hz bins at any rate
+def _spectral_measures(
+    power: torch.Tensor, real: torch.Tensor, sr: int, n_fft: int, samples: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Median flatness [n] and tonal-frame fraction [n] over the audible frames of real audio.
+
+    ``power`` [n, frames, bins] is :func:`~soundalike.features.stft_power` of clips of
+    ``samples`` samples (at least ``n_fft``) with a hop of ``n_fft // 2``.
+    """
     hop = n_fft // 2
-    if x.shape[1] < n_fft:
-        x = torch.nn.functional.pad(x, (0, n_fft - x.shape[1]))
-    power = power_spectrogram(x, n_fft=n_fft, hop_length=hop, center=False)  # [n, bins, frames]
-    n, bins, frames = power.shape
+    # Centred frame t spans samples [(t - 1) * hop, (t + 1) * hop): frames 1..inner lie wholly
+    # inside the clip (the first and last ones reach into the reflected padding). The measured
+    # frames are 1, 3, 5, ...: back to back.
+    inner = (samples - n_fft) // hop + 1
+    power = power[:, 1 : inner + 1]
+    measured = power[:, ::2]
+    n, frames, bins = measured.shape
     freqs = torch.arange(bins) * (sr / n_fft)
 
     # Audible frames: centre within the real audio, within AUDIBLE_RANGE_DB of the loudest one.
-    centre = torch.arange(frames) * hop + n_fft // 2
+    centre = (torch.arange(frames) * 2 + 1) * hop
     inside = centre[None, :] < real[:, None]
-    frame_energy = torch.where(inside, power.sum(dim=1), torch.zeros(()))
+    frame_energy = torch.where(inside, measured.sum(dim=2), torch.zeros(()))
     loudest = frame_energy.amax(dim=1, keepdim=True)
     audible = inside & (frame_energy > loudest * 10 ** (-AUDIBLE_RANGE_DB / 10)) & (loudest > 0)
     n_audible = audible.sum(dim=1).clamp(min=1)
 
     # Below 17.8 kHz sampling the band stops at 90 % of Nyquist (resamplers roll off above).
     a, b = _bin_range(freqs, FLATNESS_BAND_HZ[0], min(FLATNESS_BAND_HZ[1], 0.45 * sr))
-    pb = power[:, a:b, :] + 1e-20
-    flat = torch.exp(torch.log(pb).mean(dim=1)) / pb.mean(dim=1)  # [n, frames]
+    band = measured[:, :, a:b] + 1e-20
+    arithmetic = band.mean(dim=2)
+    flat = torch.exp(band.log_().mean(dim=2)) / arithmetic  # [n, frames]
     flat = torch.where(audible, flat, torch.full((), float("nan")))
     flatness = torch.nan_to_num(torch.nanmedian(flat, dim=1).values, nan=0.0)
 
-    # Tonal peaks, on the bins of PEAK_BAND_HZ plus a neighbourhood of k bins either side.
-    k = max(3, int(round(PEAK_NEIGHBOURHOOD_HZ * n_fft / sr)))
-    a, b = _bin_range(freqs, *PEAK_BAND_HZ)
-    lo, hi = max(0, a - k), min(bins, b + k)
-    p = power[:, lo:hi, :]
-    smooth = p.clone()  # mean over 3 frames (2 at the edges)
-    smooth[:, :, 1:] += p[:, :, :-1]
-    smooth[:, :, :-1] += p[:, :, 1:]
-    count = torch.full((frames,), 3.0)
-    count[0] -= 1
-    count[-1] -= 1
-    smooth /= count.clamp(min=1)
-    db = 10.0 * torch.log10(smooth + 1e-20)
-    rows = slice(a - lo, b - lo)  # the band's bins inside the slice
-    neighbours = _box_sums(db, rows, k) - _box_sums(db, rows, 2)  # +-k bins without the main lobe
-    n_neighbours = _box_counts(db.shape[1], rows, k) - _box_counts(db.shape[1], rows, 2)
-    band_db = db[:, rows, :]
-    prominence = band_db - neighbours / n_neighbours[None, :, None]
-    mean_db = 10.0 * torch.log10(smooth[:, rows, :].mean(dim=1, keepdim=True) + 1e-20)
-    is_peak = (prominence >= PEAK_PROMINENCE_DB) & (band_db - mean_db >= PEAK_ABOVE_MEAN_DB)
-    tonal = is_peak.any(dim=1) & audible
+    tonal = _tonal_frames(power, freqs, n_fft, sr) & audible
     tonality = tonal.sum(dim=1).float() / n_audible
     return flatness, tonality
 
 
+def _tonal_frames(power: torch.Tensor, freqs: torch.Tensor, n_fft: int, sr: int) -> torch.Tensor:
+    """bool [n, (frames + 1) // 2]: which of frames 0, 2, 4, ... of ``power`` [n, frames, bins]
+    hold a clear peak in PEAK_BAND_HZ."""
+    k = max(3, int(round(PEAK_NEIGHBOURHOOD_HZ * n_fft / sr)))
+    a, b = _bin_range(freqs, *PEAK_BAND_HZ)
+    lo, hi = max(0, a - k), min(freqs.shape[0], b + k)
+    p = power[:, :, lo:hi]  # the band's bins plus a neighbourhood of k bins either side
+    mid, odd = p[:, ::2], p[:, 1::2]
+    n, frames, width = mid.shape
+    # Sum of each measured frame and the frames either side (one at the edges). A mean would
+    # divide every bin of a frame by the same count, which cancels in both tests below.
+    smooth = mid + 1e-20
+    smooth[:, : odd.shape[1]] += odd  # the frame after (the last measured frame may have none)
+    smooth[:, 1:] += odd[:, : frames - 1]  # the frame before (the first has none)
+    rows = slice(a - lo, b - lo)  # the band's bins inside the slice
+    # Above-the-mean margin is compared with the prominence threshold below, hence the shift.
+    threshold = torch.log10(smooth[:, :, rows].mean(dim=2, keepdim=True)) + (
+        PEAK_ABOVE_MEAN_DB - PEAK_PROMINENCE_DB
+    ) / 10
+    # log10 power (dB / 10), between k zero bins either side: a window clipped at the edge of
+    # the slice then sums only the bins that are there.
+    padded = torch.empty(n, frames, width + 2 * k)
+    padded[:, :, :k] = 0.0
+    padded[:, :, k + width :] = 0.0
+    log = torch.log10(smooth, out=padded[:, :, k : k + width])
+    # Sum of the log power over bins r-k..r-3 and r+3..r+k (the +-k neighbourhood without the
+    # main lobe): runs[j] sums padded[j : j + k - 2], and padded[r + k] is bin r.
+    runs = _run_sums(padded, k - 2)
+    neighbours = runs[:, :, rows] + runs[:, :, rows.start + k + 3 : rows.stop + k + 3]
+    r = torch.arange(rows.start, rows.stop)
+    n_neighbours = ((r + k + 1).clamp(max=width) - (r - k).clamp(min=0)) - (
+        (r + 3).clamp(max=width) - (r - 2).clamp(min=0)
+    )
+    band = log[:, :, rows]
+    # A peak stands PEAK_PROMINENCE_DB out from its neighbours and PEAK_ABOVE_MEAN_DB above the
+    # band's mean power: the smaller of the two margins (both in prominence units) is >= the
+    # prominence threshold.
+    prominence = torch.addcmul(band, neighbours, -1.0 / n_neighbours.float())
+    torch.minimum(prominence, band - threshold, out=prominence)
+    return prominence.amax(dim=2) >= PEAK_PROMINENCE_DB / 10
+
+
+def _run_sums(x: torch.Tensor, m: int) -> torch.Tensor:
+    """Sums of ``m`` consecutive entries along the last axis: ``out[..., j] = x[..., j:j + m].sum(-1)``.
+
+    By doubling: about ``log2(m)`` whole-array additions instead of ``m - 1``.
+    """
+    out, covered = None, 0
+    block, size = x, 1  # block[..., j] = x[..., j:j + size].sum(-1)
+    while m:
+        if m & 1:
+            out = block if out is None else out[..., : out.shape[-1] - size] + block[..., covered:]
+            covered += size
+        m >>= 1
+        if m:
+            block = block[..., :-size] + block[..., size:]
+            size *= 2
+    return out
+
+
 def _bin_range(freqs: torch.Tensor, low_hz: float, high_hz: float) -> tuple[int, int]:
     """``(a, b)``: the bins ``a:b`` whose frequencies lie in ``[low_hz, high_hz]``."""
-    inside = torch.nonzero((freqs >= low_hz) & (freqs <= high_hz))[:, 0]
+    inside = np.flatnonzero((freqs.numpy() >= low_hz) & (freqs.numpy() <= high_hz))
     return int(inside[0]), int(inside[-1]) + 1
-
-
-def _box_sums(x: torch.Tensor, rows: slice, half: int) -> torch.Tensor:
-    """Sums of ``x[:, r - half : r + half + 1, :]`` (clipped to the array) for ``r`` in ``rows``."""
-    csum = torch.cumsum(x, dim=1)
-    zero = torch.zeros_like(csum[:, :1]).expand(-1, half + 1, -1)
-    last = csum[:, -1:].expand(-1, half, -1)
-    padded = torch.cat([zero, csum, last], dim=1)  # padded[j] = sum of x rows < j - half
-    return padded[:, rows.start + 2 * half + 1 : rows.stop + 2 * half + 1] - padded[:, rows.start : rows.stop]
-
-
-def _box_counts(size: int, rows: slice, half: int) -> torch.Tensor:
-    r = torch.arange(rows.start, rows.stop)
-    return ((r + half + 1).clamp(max=size) - (r - half).clamp(min=0)).float()

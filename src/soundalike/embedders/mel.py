@@ -1,8 +1,9 @@
 """The model-free default embedder ``mel``: summary statistics of a batched log-mel spectrogram.
 
-No weights, deterministic, and cheap enough to embed a catalogue on CPUs. Every clip of a batch
-goes through one :func:`soundalike.features.log_mel` call (one STFT, one mel matmul); all the
-summaries below are reductions of that spectrogram, computed in torch on the whole batch.
+No weights, deterministic, and cheap enough to embed a catalogue on CPUs. A batch of clips goes
+through one STFT (:func:`soundalike.features.stft_power`, or a spectrogram the caller already
+has: :meth:`MelEmbedder.embed_power`) and one block-sparse mel matmul; all the summaries below
+are reductions of that spectrogram, computed in torch on the whole batch.
 
 Vector layout (defaults: 22050 Hz, ``n_fft`` 2048, ``hop_length`` 1024, 128 mel bands to 8 kHz)
 ------------------------------------------------------------------------------------------
@@ -58,7 +59,7 @@ import torch
 from soundalike.config import EmbedderConfig
 from soundalike.embedders.base import Embedder, register_embedder
 from soundalike.errors import ConfigError, ParameterError
-from soundalike.features import MelParams, log_mel
+from soundalike.features import MelParams, mel_power, power_to_db, stft_power
 
 #: Bump whenever the code below changes the vectors; it is hashed into :attr:`MelEmbedder.version`.
 FEATURE_REVISION = 1
@@ -203,35 +204,82 @@ class MelEmbedder(Embedder):
         self._mel = params.mel
         m = params.n_mels
         dev = self.device
-        self._timbre_pool = _band_pool(m, _N_TIMBRE_BANDS).to(dev)
-        self._delta_pool = _band_pool(m, _N_DELTA_BANDS).to(dev)
-        self._chroma_fold = _chroma_fold(params).to(dev)
+        # Band pools as [m, k] matrices, so frames-first spectrograms [b, t, m] pool with one matmul.
+        self._timbre_pool_t = _band_pool(m, _N_TIMBRE_BANDS).T.contiguous().to(dev)
+        self._delta_pool_t = _band_pool(m, _N_DELTA_BANDS).T.contiguous().to(dev)
+        # Mel power [b, t, m] @ this = 12 pitch classes, band-position-weighted power, total power.
+        band_pos = torch.linspace(0.0, 1.0, m)
+        self._power_fold = torch.cat(
+            [_chroma_fold(params).T, band_pos[:, None], torch.ones(m, 1)], dim=1
+        ).contiguous().to(dev)
         lag_windows, pulse_window = _lag_windows(params)
         self._lag_windows, self._pulse_window = lag_windows.to(dev), pulse_window.to(dev)
         self._global_centre = torch.tensor([c for c, _ in _GLOBAL_NORM], device=dev)
         self._global_scale = torch.tensor([s for _, s in _GLOBAL_NORM], device=dev)
         self.block_dims = {
-            "mel_mean": self._timbre_pool.shape[0],
-            "mel_std": self._timbre_pool.shape[0],
+            "mel_mean": self._timbre_pool_t.shape[1],
+            "mel_std": self._timbre_pool_t.shape[1],
             "contrast": 2 * _N_CONTRAST_GROUPS,
-            "delta": 2 * self._delta_pool.shape[0],
+            "delta": 2 * self._delta_pool_t.shape[1],
             "rhythm": _N_RHYTHM_LAGS,
             "chroma": 24,
             "global": len(_GLOBAL_NORM),
         }
         self.dim = sum(self.block_dims.values())
 
+    def embed_power(self, power: torch.Tensor) -> np.ndarray:
+        """Embed clips from their power spectrogram: the vectors :meth:`embed` gives for them.
+
+        Lets a caller that already has the clips' STFT (the clip flags use the same frames at
+        the default settings; see :func:`soundalike.extract.extract_track`) skip computing it
+        again.
+
+        Parameters
+        ----------
+        power : torch.Tensor [shape=(n, frames, n_fft // 2 + 1), dtype=float32]
+            ``features.stft_power(clips, n_fft=params.n_fft, hop_length=params.hop_length)`` of
+            clips of :attr:`clip_samples` samples.
+
+        Returns
+        -------
+        np.ndarray [shape=(n, dim), dtype=float32]
+            Each row has unit L2 norm.
+
+        Raises
+        ------
+        ParameterError
+            A ``power`` of another shape.
+        """
+        expected = (self.clip_samples // self.params.hop_length + 1, self.params.n_fft // 2 + 1)
+        if power.ndim != 3 or tuple(power.shape[1:]) != expected:
+            raise ParameterError(
+                f"{self.name} embedder expects power spectra of shape (n, {expected[0]}, {expected[1]}) "
+                f"(stft_power of {self.clip_samples}-sample clips, n_fft {self.params.n_fft}, "
+                f"hop {self.params.hop_length}), got {tuple(power.shape)}"
+            )
+        if power.shape[0] == 0:
+            return np.zeros((0, self.dim), dtype=np.float32)
+        with torch.inference_mode():
+            vectors = self._vectors(power.to(self.device, torch.float32))
+        # As Embedder.embed normalises, so both paths give the same vectors.
+        norms = np.linalg.norm(vectors, axis=1, keepdims=True)
+        return vectors / np.maximum(norms, 1e-12)
+
     def _embed(self, clips: np.ndarray) -> np.ndarray:
         with torch.inference_mode():
             x = torch.from_numpy(np.ascontiguousarray(clips)).to(self.device)
-            db = log_mel(x, self.sample_rate_hz, self._mel)  # [b, m, t]
-            blocks = self._blocks(db)
-            out = torch.cat([BLOCK_WEIGHTS[k] * blocks[k] for k in BLOCK_WEIGHTS], dim=1)
-            out = torch.nan_to_num(out, nan=0.0, posinf=0.0, neginf=0.0)
+            return self._vectors(stft_power(x, n_fft=self.params.n_fft, hop_length=self.params.hop_length))
+
+    def _vectors(self, power: torch.Tensor) -> np.ndarray:
+        """Raw vectors [b, dim] from power spectra [b, frames, bins]."""
+        db = power_to_db(mel_power(power, self.sample_rate_hz, self._mel), self._mel.top_db)  # [b, t, m]
+        blocks = self._blocks(db)
+        out = torch.cat([BLOCK_WEIGHTS[k] * blocks[k] for k in BLOCK_WEIGHTS], dim=1)
+        out = torch.nan_to_num(out, nan=0.0, posinf=0.0, neginf=0.0)
         return out.cpu().numpy().astype(np.float32)
 
     def _blocks(self, db: torch.Tensor) -> dict[str, torch.Tensor]:
-        """Scaled feature blocks, each [b, block_dim], from dB spectrograms [b, m, t]."""
+        """Scaled feature blocks, each [b, block_dim], from dB spectrograms [b, t, m]."""
         raw = self._raw_blocks(db)
         out = {k: raw[k] / _BLOCK_SCALE[k] for k in _BLOCK_SCALE}
         glob = torch.tanh((raw["global"] - self._global_centre) / self._global_scale)
@@ -239,61 +287,72 @@ class MelEmbedder(Embedder):
         return out
 
     def _raw_blocks(self, db: torch.Tensor) -> dict[str, torch.Tensor]:
-        """Unscaled feature blocks, each [b, block_dim], from dB spectrograms [b, m, t]."""
-        dev = db.device
+        """Unscaled feature blocks, each [b, block_dim], from dB spectrograms [b, t, m].
+
+        Frames first: every reduction over bands reads contiguous rows, and the band pools are
+        one matmul each over all frames of the batch.
+        """
         floor = db.amax(dim=(1, 2), keepdim=True) - self._mel.top_db
-        at_floor = (db <= floor + 1e-3).float().mean(dim=(1, 2))
+        # (Summing the comparison as bytes is several times faster than as bools.)
+        floored = (db <= floor + 1e-3).view(torch.uint8).sum(dim=(1, 2), dtype=torch.int32)
+        at_floor = floored / (db.shape[1] * db.shape[2])
         x = db - db.mean(dim=(1, 2), keepdim=True)  # per-clip level normalisation, dB
-        b, m, t = x.shape
+        b, t, m = x.shape
 
         # Timbre: band means and stds over time (the stds relative to their mean over bands).
-        xt = torch.matmul(self._timbre_pool, x)  # [b, 64, t]
-        band_std = xt.std(dim=2, unbiased=False)
+        xt = torch.matmul(x, self._timbre_pool_t)  # [b, t, 64]
+        band_mean = xt.mean(dim=1)
+        band_std = _std_over_time(xt, band_mean)
         mean_std = band_std.mean(dim=1)
 
         # Spectral contrast: max minus min within groups of adjacent mel bands, per frame.
         k = m // _N_CONTRAST_GROUPS
-        groups = x[:, : k * _N_CONTRAST_GROUPS, :].reshape(b, _N_CONTRAST_GROUPS, k, t)
-        contrast_t = groups.amax(dim=2) - groups.amin(dim=2)  # [b, g, t]
-        contrast_mean = contrast_t.mean(dim=2)
+        groups = x[:, :, : k * _N_CONTRAST_GROUPS].reshape(b, t, _N_CONTRAST_GROUPS, k)
+        contrast_t = groups.amax(dim=3) - groups.amin(dim=3)  # [b, t, g]
+        contrast_mean = contrast_t.mean(dim=1)
 
         # Frame-to-frame change, in 16 bands.
-        d = x[:, :, 1:] - x[:, :, :-1]  # [b, m, t-1]
-        dabs = torch.matmul(self._delta_pool, d.abs())
+        d = x[:, 1:] - x[:, :-1]  # [b, t-1, m]
+        dabs = torch.matmul(d.abs(), self._delta_pool_t)  # [b, t-1, 16]
+        dabs_mean = dabs.mean(dim=1)
 
         # Rhythm: autocorrelation of the onset envelope (mean rise across bands, dB per frame).
-        onset = torch.relu(d).mean(dim=1)  # [b, t-1]
+        onset = torch.relu(d).mean(dim=2)  # [b, t-1]
         acf = _autocorrelation(onset, self._lag_windows.shape[1])
         rhythm = (acf[:, None, :] + self._lag_windows).amax(dim=2)  # [b, lags]
         pulse = (acf + self._pulse_window).amax(dim=1)
 
-        # Chroma: mel power folded into pitch classes; flat (no pitch) gives zeros.
-        power = torch.pow(10.0, x / 10.0)
-        chroma_t = torch.matmul(self._chroma_fold, power)  # [b, 12, t]
-        frame_total = chroma_t.sum(dim=1, keepdim=True)
-        eps = 1e-9 * frame_total.mean(dim=2, keepdim=True) + 1e-30
-        profile = chroma_t.sum(dim=2) / (frame_total.sum(dim=2) + eps[:, :, 0])
-        movement = (chroma_t / (frame_total + eps)).std(dim=2, unbiased=False)
+        # Chroma: mel power folded into pitch classes; flat (no pitch) gives zeros. The same
+        # matmul gives each frame's band-position-weighted and total power (the centroid).
+        power = torch.exp(x * (math.log(10.0) / 10.0))
+        folded = torch.matmul(power, self._power_fold)  # [b, t, 12 + 2]
+        chroma_t = folded[:, :, :12]
+        frame_total = chroma_t.sum(dim=2, keepdim=True)
+        eps = 1e-9 * frame_total.mean(dim=1, keepdim=True) + 1e-30
+        profile = chroma_t.sum(dim=1) / (frame_total.sum(dim=1) + eps[:, 0])
+        shares = chroma_t / (frame_total + eps)
+        movement = _std_over_time(shares, shares.mean(dim=1))
 
-        loudness = x.mean(dim=1)  # [b, t]
-        band_pos = torch.linspace(0.0, 1.0, m, device=dev)
-        centroid_t = (band_pos[None, :, None] * power).sum(dim=1) / (power.sum(dim=1) + 1e-30)
+        loudness = x.mean(dim=2)  # [b, t]
+        centroid_t = folded[:, :, 12] / (folded[:, :, 13] + 1e-30)
         scalars = [
             mean_std,
-            loudness.std(dim=1, unbiased=False),
+            _std_over_time(loudness, loudness.mean(dim=1)),
             centroid_t.mean(dim=1),
-            centroid_t.std(dim=1, unbiased=False),
+            _std_over_time(centroid_t, centroid_t.mean(dim=1)),
             contrast_mean.mean(dim=1),
             onset.mean(dim=1),
-            onset.std(dim=1, unbiased=False),
+            _std_over_time(onset, onset.mean(dim=1)),
             pulse,
             at_floor,
         ]
         return {
-            "mel_mean": torch.matmul(self._timbre_pool, x.mean(dim=2, keepdim=True))[:, :, 0],
+            "mel_mean": band_mean,
             "mel_std": _centred(band_std),
-            "contrast": torch.cat([_centred(contrast_mean), _centred(contrast_t.std(dim=2, unbiased=False))], dim=1),
-            "delta": torch.cat([_centred(dabs.mean(dim=2)), _centred(dabs.std(dim=2, unbiased=False))], dim=1),
+            "contrast": torch.cat(
+                [_centred(contrast_mean), _centred(_std_over_time(contrast_t, contrast_mean))], dim=1
+            ),
+            "delta": torch.cat([_centred(dabs_mean), _centred(_std_over_time(dabs, dabs_mean))], dim=1),
             "rhythm": rhythm,
             "chroma": torch.cat([profile - 1.0 / 12, movement - _CHROMA_MOVEMENT_NOISE], dim=1),
             "global": torch.stack(scalars, dim=1),
@@ -421,6 +480,11 @@ def _autocorrelation(env: torch.Tensor, n_lags: int) -> torch.Tensor:
     acf = torch.fft.irfft(spec.real.square() + spec.imag.square(), n=size, dim=1)[:, :n_lags]
     energy = acf[:, :1]
     return acf / (energy + 1e-6 * n)
+
+
+def _std_over_time(v: torch.Tensor, mean: torch.Tensor) -> torch.Tensor:
+    """Population std over dim 1 of ``v`` [b, t, ...] given its ``mean`` over dim 1 [b, ...]."""
+    return (v - mean[:, None]).square_().mean(dim=1).sqrt_()
 
 
 def _centred(v: torch.Tensor) -> torch.Tensor:

@@ -1,0 +1,70 @@
+"""extract_track: decode, chunk, flag and embed a file -- the path the batch job and the query
+model share. With the default mel embedder the flags and the embedder share one STFT per batch;
+what a user sees must be what the separate calls give."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from conftest import melody
+from soundalike.audio import load_audio
+from soundalike.clips import chunk
+from soundalike.config import ClipsConfig, EmbedderConfig
+from soundalike.embedders import create_embedder
+from soundalike.extract import extract_track
+from soundalike.flags import clip_flags
+
+SR = 22050
+CFG = ClipsConfig()
+
+
+@pytest.fixture(scope="module")
+def track(tmp_path_factory):
+    """27 s: 12 s of melody, 5 s of digital silence, 10 s of hiss; the 7 s tail is padded."""
+    rng = np.random.default_rng(4)
+    wave = np.concatenate([
+        melody(SR, 12.0, seed=8),
+        np.zeros(5 * SR, np.float32),
+        (0.1 * rng.standard_normal(10 * SR)).astype(np.float32),
+    ])
+    path = tmp_path_factory.mktemp("extract") / "track.flac"
+    sf.write(path, wave, SR)
+    return path
+
+
+def separate_calls(path, embedder):
+    """What extract_track must equal: chunk, clip_flags and embedder.embed called one by one."""
+    clips = chunk(load_audio(path, embedder.sample_rate_hz), embedder.sample_rate_hz,
+                  clip_s=CFG.clip_s, hop_s=CFG.hop_s, min_tail_s=CFG.min_tail_s)
+    real = np.round((clips.end_s - clips.start_s) * embedder.sample_rate_hz).astype(np.int64)
+    flags = clip_flags(clips.audio, embedder.sample_rate_hz, silence_rms_db=CFG.silence_rms_db,
+                       noise_flatness=CFG.noise_flatness, noise_tonality_max=CFG.noise_tonality_max,
+                       real_samples=real)
+    return clips, flags, embedder.embed(clips.audio)
+
+
+@pytest.mark.parametrize("options", [{}, {"hop_length": 512}], ids=["shared-stft", "own-stft"])
+def test_extract_track_gives_what_the_separate_calls_give(track, options):
+    embedder = create_embedder(EmbedderConfig(name="mel", device="cpu", options=options), clip_s=CFG.clip_s)
+    got = extract_track(track, embedder, CFG, batch_size=2)
+    clips, flags, vectors = separate_calls(track, embedder)
+    assert len(got) == len(clips) == 3
+    np.testing.assert_allclose(got.start_s, clips.start_s)
+    np.testing.assert_allclose(got.end_s, clips.end_s)
+    np.testing.assert_array_equal(got.is_silent, flags.is_silent)
+    np.testing.assert_array_equal(got.is_noise, flags.is_noise)
+    np.testing.assert_allclose(got.rms_db, flags.rms_db, atol=1e-4)
+    np.testing.assert_array_equal(got.vectors, vectors)
+    # Melody, then melody-silence-hiss: indexable; the last clip (7 s of hiss, padded) is noise.
+    np.testing.assert_array_equal(got.indexable, [True, True, False])
+
+
+def test_batch_size_does_not_change_the_result(track):
+    embedder = create_embedder(EmbedderConfig(name="mel", device="cpu"), clip_s=CFG.clip_s)
+    one = extract_track(track, embedder, CFG, batch_size=1)
+    all_at_once = extract_track(track, embedder, CFG, batch_size=32)
+    np.testing.assert_array_equal(one.vectors, all_at_once.vectors)
+    np.testing.assert_array_equal(one.rms_db, all_at_once.rms_db)
+    np.testing.assert_array_equal(one.is_noise, all_at_once.is_noise)
