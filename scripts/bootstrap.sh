@@ -21,8 +21,12 @@ if [ ${#need_apt[@]} -gt 0 ]; then
   fi
 fi
 
+# LAION CLAP checkpoints load with laion-clap's model code; its declared pins (numpy<2, wandb, ...)
+# clash with the lock, so it goes in without dependencies (what it imports is in the lock).
+LAION_CLAP="laion-clap==1.1.7"
+
 stamp="$VENV/.soundalike-installed"
-lock_sum=$(cat requirements.lock pyproject.toml | sha256sum | cut -c1-16)
+lock_sum=$( (cat requirements.lock pyproject.toml; echo "$LAION_CLAP") | sha256sum | cut -c1-16)
 if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$lock_sum" ]; then
   exit 0
 fi
@@ -30,6 +34,7 @@ echo "bootstrap: creating $VENV from requirements.lock (torch is large: a few mi
 [ -x "$VENV/bin/python" ] || "$PYTHON" -m venv "$VENV"
 "$VENV/bin/python" -m pip install -q --upgrade "pip==26.3"
 "$VENV/bin/python" -m pip install -q -r requirements.lock
+"$VENV/bin/python" -m pip install -q --no-deps "$LAION_CLAP"
 "$VENV/bin/python" -m pip install -q --no-deps --no-build-isolation -e .
 echo "$lock_sum" > "$stamp"
 echo "bootstrap: ready ($("$VENV/bin/python" --version))"

@@ -175,10 +175,14 @@ def _run_stages(args: argparse.Namespace) -> int:
 def _query_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "query",
-        help="find the catalogue songs that sound like an audio file",
-        description="Embed FILE like the catalogue, fetch each clip's nearest catalogue clips, fuse per song.",
+        help="find the catalogue songs that sound like an audio file, or match a description",
+        description="Embed FILE like the catalogue, fetch each clip's nearest catalogue clips, fuse per song. "
+                    'With --text "calm solo piano" instead, the text tower of a CLAP embedder turns the '
+                    "description into one query vector, fused per song by the same rule.",
     )
-    p.add_argument("file", help="query audio file")
+    p.add_argument("file", nargs="?", help="query audio file (or give --text)")
+    p.add_argument("--text", default=None, metavar="TEXT",
+                   help='describe the music instead of giving FILE, e.g. "calm solo piano" (embedder clap)')
     _add_config_args(p)
     p.add_argument("--model", default=None, metavar="URI",
                    help="MLflow model URI (default: models:/<mlflow.model_name>@champion)")
@@ -196,25 +200,37 @@ def _run_query(args: argparse.Namespace) -> int:
     import pandas as pd
 
     from soundalike.config import load_config
-    from soundalike.errors import AudioDecodeError
+    from soundalike.errors import AudioDecodeError, ParameterError
     from soundalike.search import query_track_id
 
+    if (args.file is None) == (args.text is None):
+        raise ParameterError("give exactly one of FILE (an audio file) or --text TEXT")
+    if args.text is not None and not args.text.strip():
+        raise ParameterError("--text must not be empty")
+    if args.text is not None and args.exclude_self:
+        raise ParameterError("--exclude-self needs a query FILE, not --text")
     cfg = load_config(args.conf, args.overrides)
-    path = Path(args.file)
-    if not path.is_file():
-        raise AudioDecodeError(str(path), "file does not exist" if not path.exists() else "not a regular file")
-    if path.stat().st_size > cfg.query.max_query_bytes:
-        raise AudioDecodeError(str(path), f"larger than query.max_query_bytes={cfg.query.max_query_bytes}")
+    if args.file is not None:
+        path = Path(args.file)
+        if not path.is_file():
+            raise AudioDecodeError(str(path), "file does not exist" if not path.exists() else "not a regular file")
+        if path.stat().st_size > cfg.query.max_query_bytes:
+            raise AudioDecodeError(str(path), f"larger than query.max_query_bytes={cfg.query.max_query_bytes}")
     model = _load_search_model(cfg, args.model)
     params = {"max_results": args.top, "top_k_per_chunk": args.top_k_per_chunk, "vote_weight": args.vote_weight}
     params = {k: v for k, v in params.items() if v is not None}
     if args.exclude_self:
         params["exclude_track_ids"] = [query_track_id(path)]
-    frame = pd.DataFrame({"audio_b64": [base64.b64encode(path.read_bytes()).decode()]})
+    if args.text is not None:
+        frame = pd.DataFrame({"text": [args.text]})
+    else:
+        frame = pd.DataFrame({"audio_b64": [base64.b64encode(path.read_bytes()).decode()]})
     out = _predict(model, frame, params)[0]
     if args.json:
         _print_json(out)
     else:
+        if args.text is not None:
+            print(f"text query: {out['query_text']!r}")
         _print_results(out)
     return 0
 

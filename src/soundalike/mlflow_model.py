@@ -5,8 +5,10 @@ artifacts (checksummed, no pickle of data) and the ``soundalike`` package itself
 so ``mlflow models serve`` and Databricks Model Serving run the same code as the batch job.
 
 Request (``dataframe_records`` / ``dataframe_split``): one row per query with ``audio_b64`` (the
-audio file's bytes, base64) — or, only where the loader allowed it (``model_config`` key
-``allowed_path_root``; never when served), ``path`` to a file under that root.
+audio file's bytes, base64), or ``text`` (a description such as ``"calm solo piano"``; needs an
+embedder with a text tower, ``clap``) — or, only where the loader allowed it (``model_config``
+key ``allowed_path_root``; never when served), ``path`` to a file under that root. Each row gives
+exactly one of them.
 Params: ``max_results``, ``top_k_per_chunk``, ``vote_weight``, ``exclude_track_ids``,
 ``max_query_seconds``. Response: one object per row, ``{"results": [...], ...}``.
 """
@@ -16,6 +18,7 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+import math
 import os
 from pathlib import Path
 from typing import Any
@@ -25,7 +28,7 @@ import pandas as pd
 from soundalike.config import Config, config_from_dict, config_to_dict
 from soundalike.errors import SoundalikeError
 
-INPUT_COLUMNS = ("audio_b64", "path")
+INPUT_COLUMNS = ("audio_b64", "path", "text")
 PARAM_DEFAULTS = {
     "max_results": 10,
     "top_k_per_chunk": 5,
@@ -65,7 +68,8 @@ class SoundalikeSearchModel(mlflow.pyfunc.PythonModel if mlflow else object):
         unknown = [c for c in model_input.columns if c not in INPUT_COLUMNS]
         if unknown or not any(c in model_input.columns for c in INPUT_COLUMNS):
             raise _bad_request(
-                f"input columns must be audio_b64 (base64 audio bytes) or path; got {list(model_input.columns)}"
+                "input columns must be audio_b64 (base64 audio bytes), text (a description) or path; "
+                f"got {list(model_input.columns)}"
             )
         if len(model_input) == 0:
             raise _bad_request("input holds no query rows")
@@ -74,9 +78,13 @@ class SoundalikeSearchModel(mlflow.pyfunc.PythonModel if mlflow else object):
         query_params = _clean_params(params or {})
         outputs = []
         for i, row in enumerate(model_input.to_dict("records")):
-            source = self._source(row, i)
+            text = _text(row, i)
+            source = None if text is not None else self._source(row, i)
             try:
-                outputs.append(self.searcher.search(source, **query_params))
+                if text is not None:
+                    outputs.append(self.searcher.search_text(text, **query_params))
+                else:
+                    outputs.append(self.searcher.search(source, **query_params))
             except SoundalikeError as exc:
                 raise _bad_request(f"query row {i}: {exc}") from None
         return outputs
@@ -104,7 +112,21 @@ class SoundalikeSearchModel(mlflow.pyfunc.PythonModel if mlflow else object):
             if resolved.stat().st_size > self.cfg.query.max_query_bytes:
                 raise _bad_request(f"query row {i}: file is larger than query.max_query_bytes")
             return resolved
-        raise _bad_request(f"query row {i}: give audio_b64 (base64 audio bytes)")
+        raise _bad_request(f"query row {i}: give audio_b64 (base64 audio bytes) or text")
+
+
+def _text(row: dict, i: int) -> str | None:
+    """The row's text query, or None when it has none; a row with text and audio is refused."""
+    text = row.get("text")
+    if text is None or (isinstance(text, float) and math.isnan(text)):
+        return None  # absent, or NaN where only other rows use the column
+    if not isinstance(text, str):
+        raise _bad_request(f"query row {i}: text must be a string, got {type(text).__name__}")
+    if not text.strip():
+        return None
+    if any(isinstance(row.get(c), str) and row.get(c) for c in ("audio_b64", "path")):
+        raise _bad_request(f"query row {i}: give one of audio_b64, path or text, not several")
+    return text
 
 
 def _clean_params(params: dict[str, Any]) -> dict[str, Any]:
@@ -160,10 +182,10 @@ def log_search_model(index_dir: str | os.PathLike, cfg: Config, *, example_audio
         config_path = Path(tmp) / "config.json"
         config_path.write_text(json.dumps(config_to_dict(cfg), indent=2))
         example = pd.DataFrame({"audio_b64": [base64.b64encode(example_audio).decode()]})
-        # Both columns optional: which one a row uses is checked in predict, with a clear message.
+        # Every column optional: which one a row uses is checked in predict, with a clear message.
         signature = infer_signature(example, None, params=PARAM_DEFAULTS)
         signature = ModelSignature(
-            inputs=Schema([ColSpec("string", "audio_b64", required=False), ColSpec("string", "path", required=False)]),
+            inputs=Schema([ColSpec("string", name, required=False) for name in INPUT_COLUMNS]),
             params=signature.params,
         )
         return mlflow.pyfunc.log_model(

@@ -3,7 +3,10 @@
 A :class:`Searcher` holds an embedder, a :class:`~soundalike.index.ClipIndex` and the track
 metadata. :meth:`Searcher.search` runs the same :func:`~soundalike.extract.extract_track` as the
 batch job on the query, fetches each query clip's nearest catalogue clips and fuses them per song
-(:func:`~soundalike.fusion.fuse`). The MLflow model, the CLI and the web app all call it.
+(:func:`~soundalike.fusion.fuse`). :meth:`Searcher.search_text` does the same for a sentence with
+an embedder that has a text tower (``clap``): the text becomes one query vector, which fetches its
+nearest catalogue clips, fused per song by the same rule. The MLflow model, the CLI and the web
+app all call it.
 
 Examples
 --------
@@ -11,6 +14,8 @@ Examples
 >>> hits = searcher.search(open("query.mp3", "rb").read(), max_results=5)  # doctest: +SKIP
 >>> hits[0]["title"], hits[0]["combined_score"]  # doctest: +SKIP
 ('Neon Run', 1.0)
+>>> searcher.search_text("calm solo piano", max_results=5)["results"][0]["title"]  # doctest: +SKIP
+'Quiet Keys'
 """
 
 from __future__ import annotations
@@ -38,6 +43,8 @@ TRACKS_FILE = "tracks.parquet"
 #: Hard bounds on request parameters, whatever a caller asks for.
 MAX_RESULTS_LIMIT = 1000
 TOP_K_LIMIT = 1000
+#: Longest text query, characters (text towers read a few dozen tokens anyway).
+MAX_TEXT_CHARS = 1000
 
 
 @dataclass(frozen=True)
@@ -129,15 +136,7 @@ class Searcher:
                 f"{self.clips_cfg.min_tail_s:g} s (clips.min_tail_s) is needed"
             )
         keep = clips.indexable if clips.indexable.any() else np.ones(len(clips), bool)
-        t1 = time.perf_counter()
-        sims, rows = self.index.search(clips.vectors[keep], p.top_k_per_chunk)
-        tids, cidx, cstart = self.index.lookup(rows)
-        timings["search"] = (time.perf_counter() - t1) * 1000
-        t2 = time.perf_counter()
-        songs = fuse(clips.start_s[keep], sims, tids, cstart, cidx, max_results=p.max_results,
-                     vote_weight=p.vote_weight, exclude_track_ids=p.exclude_track_ids)
-        results = [self._describe(s.to_json()) for s in songs]
-        timings["fusion"] = (time.perf_counter() - t2) * 1000
+        results = self._rank(clips.vectors[keep], clips.start_s[keep], p, timings)
         return {
             "results": results,
             "query_clips": int(keep.sum()),
@@ -146,6 +145,72 @@ class Searcher:
             "clip_policy": clip_policy(self.clips_cfg),
             "timings_ms": {k: round(v, 2) for k, v in timings.items()},
         }
+
+    def search_text(self, text: str, **params) -> dict:
+        """Rank catalogue songs by how well they match a description (``"calm solo piano"``).
+
+        The text is embedded by the embedder's text tower into the clip vectors' space; that one
+        query vector fetches its ``top_k_per_chunk`` nearest catalogue clips, fused per song by
+        the same rule as :meth:`search` (votes and total similarity, combined by ``vote_weight``).
+
+        Parameters
+        ----------
+        text : str
+            At most :data:`MAX_TEXT_CHARS` characters.
+        **params
+            As for :meth:`search` (``max_query_seconds`` is accepted and has no effect).
+
+        Returns
+        -------
+        dict
+            As :meth:`search` returns, with ``query_text``; ``query_clips`` is 1 (the text
+            vector), ``query_seconds`` 0, and each match's ``query_start_s`` 0.
+
+        Raises
+        ------
+        ParameterError
+            Empty or overlong text, or an embedder without a text tower.
+        ModelWeightsError
+            The checkpoint's text tower or tokenizer files are missing.
+        """
+        p = QueryParams.build(self.query_cfg, **params)
+        if not isinstance(text, str) or not text.strip():
+            raise ParameterError(f"text must be a non-empty string, got {text!r}"[:200])
+        if len(text) > MAX_TEXT_CHARS:
+            raise ParameterError(f"text must be at most {MAX_TEXT_CHARS} characters, got {len(text)}")
+        embed_text = getattr(self.embedder, "embed_text", None)
+        if embed_text is None:
+            raise ParameterError(
+                f"embedder {self.embedder.key} has no text tower, so it cannot search by text; "
+                "build the index with embedder.name=clap"
+            )
+        timings = {}
+        t0 = time.perf_counter()
+        vector = np.asarray(embed_text([text.strip()]), dtype=np.float32)
+        timings["embed_text"] = (time.perf_counter() - t0) * 1000
+        results = self._rank(vector, np.zeros(1), p, timings)
+        return {
+            "results": results,
+            "query_text": text.strip(),
+            "query_clips": 1,
+            "query_seconds": 0.0,
+            "embedder": self.embedder.key,
+            "clip_policy": clip_policy(self.clips_cfg),
+            "timings_ms": {k: round(v, 2) for k, v in timings.items()},
+        }
+
+    def _rank(self, vectors: np.ndarray, query_start_s: np.ndarray, p: QueryParams, timings: dict) -> list[dict]:
+        """Query vectors [q, dim] (starting at ``query_start_s`` [q]) → ranked, described songs."""
+        t1 = time.perf_counter()
+        sims, rows = self.index.search(vectors, p.top_k_per_chunk)
+        tids, cidx, cstart = self.index.lookup(rows)
+        timings["search"] = (time.perf_counter() - t1) * 1000
+        t2 = time.perf_counter()
+        songs = fuse(query_start_s, sims, tids, cstart, cidx, max_results=p.max_results,
+                     vote_weight=p.vote_weight, exclude_track_ids=p.exclude_track_ids)
+        results = [self._describe(s.to_json()) for s in songs]
+        timings["fusion"] = (time.perf_counter() - t2) * 1000
+        return results
 
     def _describe(self, song: dict) -> dict:
         row = self.tracks.loc[song["track_id"]] if song["track_id"] in self.tracks.index else None

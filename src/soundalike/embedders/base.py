@@ -117,5 +117,6 @@ def create_embedder(config: EmbedderConfig, *, clip_s: float) -> Embedder:
 
 
 def _load_builtin() -> None:
-    # Importing a module registers its embedders; heavy dependencies load inside the factories.
-    from soundalike.embedders import mel  # noqa: F401
+    # Importing a module registers its embedders; heavy dependencies (transformers, laion-clap)
+    # load inside the factories.
+    from soundalike.embedders import clap, mel, wav2vec2  # noqa: F401

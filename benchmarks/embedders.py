@@ -1,0 +1,200 @@
+"""Embedder throughput: clips per second for each embedder at several batch sizes.
+
+    .venv/bin/python benchmarks/embedders.py [--size default|tiny] [--batch-sizes 1,8,32] [--clips 32]
+                                             [--embedders mel,clap-laion,clap-transformers,wav2vec2]
+                                             [--device auto] [--threads N] [--json]
+
+No weights are downloaded: each learned embedder is a randomly initialised model of the real
+architecture, saved in the real checkpoint format in a temporary directory and loaded through
+``create_embedder``, exactly as a real checkpoint would be. Random weights run as fast as trained
+ones, so the numbers hold for the real models of the same size:
+
+  ``--size default``  clap-laion: LAION HTSAT-base + RoBERTa-base (the music checkpoint's shape);
+                      clap-transformers: ``ClapConfig()`` (laion/clap-htsat-unfused's shape);
+                      wav2vec2: ``Wav2Vec2Config()`` (wav2vec2-base), pooled layer 6 of 12.
+  ``--size tiny``     the small configs the tests use (a smoke run).
+
+Measured per embedder and batch size: ``embed`` on in-memory 10 s clips (``--clips`` of them,
+after one warm-up batch), and, at the largest batch size, ``extract_track`` end to end on a
+generated 120 s wav file (decode, resample, chunk, flags, embed). The device (CPU model and torch
+threads, or the GPU's name) is reported with the results; a markdown table goes to stdout, or
+JSON with ``--json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import soundfile as sf
+import torch
+
+from soundalike.config import ClipsConfig, EmbedderConfig
+from soundalike.embedders import create_embedder
+from soundalike.embedders.clap import LAION_CHECKPOINT, build_laion_model
+from soundalike.extract import extract_track
+from soundalike.sample import STYLES, synthesize_track
+
+CLIP_S = 10.0
+TRACK_S = 120.0
+EMBEDDERS = ("mel", "clap-laion", "clap-transformers", "wav2vec2")
+
+
+def save_models(root: Path, size: str) -> dict[str, EmbedderConfig]:
+    """Random-weight checkpoints in the real formats under ``root``; the config that loads each."""
+    from transformers import (ClapConfig, ClapFeatureExtractor, ClapModel, RobertaConfig, Wav2Vec2Config,
+                              Wav2Vec2FeatureExtractor, Wav2Vec2Model)
+
+    torch.manual_seed(0)
+    tiny = size == "tiny"
+    laion = root / "clap-laion"
+    roberta = (RobertaConfig(vocab_size=300, hidden_size=768, num_hidden_layers=1, num_attention_heads=12,
+                             intermediate_size=64, max_position_embeddings=80)
+               if tiny else RobertaConfig(vocab_size=50265, max_position_embeddings=514, type_vocab_size=1,
+                                          layer_norm_eps=1e-5, pad_token_id=1, bos_token_id=0, eos_token_id=2))
+    roberta.save_pretrained(laion / "roberta-base")
+    amodel = "HTSAT-tiny" if tiny else "HTSAT-base"
+    torch.save({"epoch": 15, "state_dict": build_laion_model(amodel, roberta).state_dict()}, laion / LAION_CHECKPOINT)
+
+    hf = root / "clap-transformers"
+    if tiny:
+        config = ClapConfig(
+            audio_config=dict(window_size=8, depths=[1, 1], num_attention_heads=[2, 2], hidden_size=32,
+                              patch_embeds_hidden_size=16, projection_dim=24),
+            text_config=dict(vocab_size=300, hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
+                             intermediate_size=37, projection_dim=24), projection_dim=24)
+    else:
+        config = ClapConfig()
+    ClapModel(config).save_pretrained(hf)
+    ClapFeatureExtractor().save_pretrained(hf)
+
+    w2v = root / "wav2vec2"
+    wconfig = (Wav2Vec2Config(hidden_size=32, num_hidden_layers=4, num_attention_heads=2, intermediate_size=37,
+                              conv_dim=(16,) * 7, num_conv_pos_embeddings=16, num_conv_pos_embedding_groups=2)
+               if tiny else Wav2Vec2Config())
+    Wav2Vec2Model(wconfig).save_pretrained(w2v)
+    Wav2Vec2FeatureExtractor().save_pretrained(w2v)
+    return {
+        "mel": EmbedderConfig(name="mel"),
+        "clap-laion": EmbedderConfig(name="clap", weights_path=str(laion), options={"amodel": amodel}),
+        "clap-transformers": EmbedderConfig(name="clap", weights_path=str(hf)),
+        "wav2vec2": EmbedderConfig(name="wav2vec2", weights_path=str(w2v)),
+    }
+
+
+def device_description(device: str) -> str:
+    use_cuda = device.startswith("cuda") or (device == "auto" and torch.cuda.is_available())
+    if use_cuda:
+        return f"{torch.cuda.get_device_name(0)} (torch {torch.__version__})"
+    cpu = platform.processor() or platform.machine()
+    try:
+        cpu = next(l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    return f"CPU {cpu}, {torch.get_num_threads()} torch threads (torch {torch.__version__})"
+
+
+def _sync() -> None:
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
+
+
+def bench_embed(embedder, batch_sizes: list[int], n_clips: int) -> dict[int, float]:
+    """clips/s of ``embedder.embed`` on ``n_clips`` distinct-enough 10 s clips, per batch size."""
+    sr = embedder.sample_rate_hz
+    base = np.stack([synthesize_track(STYLES[i % len(STYLES)], duration_s=CLIP_S, sample_rate_hz=sr, seed=i)
+                     for i in range(min(n_clips, 8))])
+    clips = np.resize(base, (n_clips, base.shape[1])).astype(np.float32)
+    out = {}
+    for b in batch_sizes:
+        embedder.embed(clips[:b])  # warm-up: kernels, allocator, lazy init
+        _sync()
+        start = time.perf_counter()
+        for i in range(0, n_clips, b):
+            embedder.embed(clips[i : i + b])
+        _sync()
+        out[b] = n_clips / (time.perf_counter() - start)
+    return out
+
+
+def bench_end_to_end(embedder, track: Path, batch_size: int) -> float:
+    """clips/s of ``extract_track`` (decode → resample → chunk → flags → embed) on one file."""
+    clips_cfg = ClipsConfig()
+    extract_track(track, embedder, clips_cfg, batch_size=batch_size)  # warm-up
+    _sync()
+    start = time.perf_counter()
+    n = len(extract_track(track, embedder, clips_cfg, batch_size=batch_size))
+    _sync()
+    return n / (time.perf_counter() - start)
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--size", choices=("default", "tiny"), default="default")
+    ap.add_argument("--embedders", default=",".join(EMBEDDERS), help="comma-separated subset of %(default)s")
+    ap.add_argument("--batch-sizes", default="1,8,32")
+    ap.add_argument("--clips", type=int, default=32, help="clips embedded per measurement")
+    ap.add_argument("--device", default="auto", help="auto, cpu or cuda")
+    ap.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
+    ap.add_argument("--json", action="store_true")
+    args = ap.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    names = [n for n in args.embedders.split(",") if n]
+    unknown = sorted(set(names) - set(EMBEDDERS))
+    if unknown:
+        ap.error(f"unknown embedders {unknown}; known: {', '.join(EMBEDDERS)}")
+    batch_sizes = sorted({int(b) for b in args.batch_sizes.split(",")})
+    n_clips = max(args.clips, max(batch_sizes))
+
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp)
+        started = time.perf_counter()
+        configs = save_models(root, args.size)
+        setup_s = time.perf_counter() - started
+        track = root / "track.wav"
+        sf.write(track, synthesize_track("piano_arpeggio", duration_s=TRACK_S, sample_rate_hz=44100, seed=1), 44100)
+        for name in names:
+            cfg = configs[name]
+            cfg = EmbedderConfig(name=cfg.name, weights_path=cfg.weights_path, options=cfg.options,
+                                 device=args.device, batch_size=max(batch_sizes))
+            t0 = time.perf_counter()
+            embedder = create_embedder(cfg, clip_s=CLIP_S)
+            load_s = time.perf_counter() - t0
+            rates = bench_embed(embedder, batch_sizes, n_clips)
+            e2e = bench_end_to_end(embedder, track, max(batch_sizes))
+            rows.append({
+                "embedder": name, "key": embedder.key, "dim": embedder.dim, "sample_rate_hz": embedder.sample_rate_hz,
+                "load_s": round(load_s, 2), "clips_per_s": {str(b): round(r, 2) for b, r in rates.items()},
+                "end_to_end_clips_per_s": round(e2e, 2), "end_to_end_batch_size": max(batch_sizes),
+            })
+            if not args.json:
+                print(f"  {name}: done", file=sys.stderr, flush=True)
+    summary = {
+        "device": device_description(args.device), "size": args.size, "clips": n_clips, "clip_s": CLIP_S,
+        "model_setup_s": round(setup_s, 1), "results": rows,
+        "command": "benchmarks/embedders.py " + " ".join(argv if argv is not None else sys.argv[1:]),
+    }
+    if args.json:
+        print(json.dumps(summary, indent=2))
+        return 0
+    print(f"Device: {summary['device']}; random-init models, size {args.size}; {n_clips} clips of {CLIP_S:g} s\n")
+    head = " | ".join(f"batch {b}" for b in batch_sizes)
+    print(f"| embedder | dim | {head} | end to end (batch {max(batch_sizes)}) |")
+    print("| --- | --- | " + " | ".join("---" for _ in batch_sizes) + " | --- |")
+    for r in rows:
+        cells = " | ".join(f"{r['clips_per_s'][str(b)]:.1f}" for b in batch_sizes)
+        print(f"| {r['embedder']} | {r['dim']} | {cells} | {r['end_to_end_clips_per_s']:.1f} |")
+    print("\n(clips/s)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
