@@ -19,5 +19,8 @@ demo: setup
 test: setup
 	$(PY) -m pytest -q
 
+bench: setup
+	$(PY) benchmarks/run_all.py $(if $(FULL),--full,)
+
 clean:
 	rm -rf work .pytest_cache

@@ -37,6 +37,14 @@ def clustered(n: int, dim: int, rng) -> np.ndarray:
     return x / np.linalg.norm(x, axis=1, keepdims=True)
 
 
+def rss_mb() -> float:
+    """Resident memory of this process, MB (Linux /proc)."""
+    for line in open("/proc/self/status"):
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
 def pct(values, q):
     return round(float(np.percentile(values, q)), 2)
 
@@ -45,7 +53,7 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--sizes", type=int, nargs="+", default=[10_000, 100_000])
     ap.add_argument("--repeats", type=int, default=30)
-    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--threads", type=int, default=1, help="torch threads (the served model uses 1 per worker)")
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
@@ -60,6 +68,8 @@ def main(argv=None) -> int:
     own = extract_track(query, embedder, cfg.clips)
 
     report = {"query": "180 s mp3, 44.1 kHz", "embedder": embedder.key, "threads": args.threads, "sizes": {}}
+    base_rss = rss_mb()  # the embedder and the decoded query are loaded already
+    report["process_rss_mb_before_index"] = round(base_rss, 1)
     for n in args.sizes:
         vectors = np.concatenate([clustered(n - len(own), embedder.dim, rng), own.vectors])
         track_ids = np.array([f"t{i // 20}" for i in range(len(vectors))], dtype=object)
@@ -69,6 +79,8 @@ def main(argv=None) -> int:
                             factory=choose_factory(len(vectors), embedder.dim, cfg.index), params=cfg.index)
         tracks = pd.DataFrame({"track_id": sorted(set(track_ids)), "path": "", "title": "", "tags": [[]] * len(set(track_ids))})
         searcher = Searcher(embedder, index, tracks, cfg.clips, cfg.query)
+        del vectors  # what stays is what a loaded model holds
+        index_rss = rss_mb()
         stages = {"decode": [], "embed": [], "search": [], "fusion": [], "total": []}
         for i in range(args.repeats + 2):
             t0 = time.perf_counter()
@@ -93,6 +105,7 @@ def main(argv=None) -> int:
                 stages["total"].append((t5 - t4) * 1000)
         report["sizes"][n] = {
             "factory": index.factory,
+            "model_rss_mb": round(index_rss, 1),
             **{f"{k}_ms": {"p50": pct(v, 50), "p99": pct(v, 99)} for k, v in stages.items()},
         }
     if args.json:
@@ -102,7 +115,7 @@ def main(argv=None) -> int:
         print(f"query: {report['query']}, embedder {report['embedder']}, torch threads {args.threads}")
         for n, r in report["sizes"].items():
             cells = "  ".join(f"{k[:-3]} p50 {v['p50']:.1f} / p99 {v['p99']:.1f} ms" for k, v in r.items() if k.endswith("_ms"))
-            print(f"{n:>8} clips ({r['factory']}): {cells}")
+            print(f"{n:>8} clips ({r['factory']}, process RSS {r['model_rss_mb']:.0f} MB): {cells}")
     return 0
 
 

@@ -55,10 +55,16 @@ class SoundalikeSearchModel(mlflow.pyfunc.PythonModel if mlflow else object):
     def load_context(self, context) -> None:
         from soundalike.search import Searcher
 
+        import torch
+
         cfg = config_from_dict(json.loads(Path(context.artifacts["config"]).read_text()))
         self.cfg: Config = cfg
-        self.searcher = Searcher.load(context.artifacts["index"], cfg)
         model_config = getattr(context, "model_config", None) or {}
+        if not torch.cuda.is_available():
+            # One torch thread per serving worker: a query's clips are few, and OpenMP threads
+            # contending with other work on a shared CPU made a 3-min query 10x slower.
+            torch.set_num_threads(int(model_config.get("torch_threads", 1)))
+        self.searcher = Searcher.load(context.artifacts["index"], cfg)
         root = model_config.get("allowed_path_root")
         self.allowed_root = Path(root).resolve() if root else None
 

@@ -1,0 +1,108 @@
+"""Pipeline throughput on the sample catalogue: decode-only vs the core path vs Spark.
+
+    .venv/bin/python benchmarks/pipeline_throughput.py --tracks 48 --cores 2 [--json]
+
+Measures, on the same files:
+  decode   load_audio at the embedder's rate, one process, one thread
+  core     extract_track (decode, chunk, flags, mel embed), one process, one thread
+  spark    the embed stage (mapInPandas into Delta) with local[cores], and the whole
+           ingest + embed run including the Spark session start
+Throughput is "x real time per core": seconds of audio processed per second of one core.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import shutil
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+from soundalike.audio import load_audio
+from soundalike.catalogue import scan_catalogue
+from soundalike.config import load_config
+from soundalike.embedders import create_embedder
+from soundalike.extract import extract_track
+from soundalike.sample import generate_catalogue
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--tracks", type=int, default=48)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--cores", type=int, default=2)
+    ap.add_argument("--workdir", default="work/bench_pipeline")
+    ap.add_argument("--embedder", default="mel", help="embedder.name (others need embedder.weights_path via --set)")
+    ap.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+    ap.add_argument("--json", action="store_true")
+    args = ap.parse_args(argv)
+
+    work = Path(args.workdir).resolve()
+    catalogue = work / "catalogue"
+    if not (catalogue / "catalogue.json").exists():
+        generate_catalogue(catalogue, n_tracks=args.tracks, seed=args.seed, progress=not args.json)
+    shutil.rmtree(work / "pipeline", ignore_errors=True)
+    cfg = load_config(ROOT / "conf" / "local.yaml", [
+        f"workdir={work / 'pipeline'}", f"catalogue.path={catalogue}", f"spark.master=local[{args.cores}]",
+        "tables.schema=bench", f"embedder.name={args.embedder}", *args.overrides,
+    ])
+    files = [f.path for f in scan_catalogue(catalogue, extensions=cfg.catalogue.extensions)]
+    torch.set_num_threads(1)
+    embedder = create_embedder(cfg.embedder, clip_s=cfg.clips.clip_s)
+    sr = embedder.sample_rate_hz
+
+    t0 = time.perf_counter()
+    audio_s = sum(load_audio(f, sr).shape[0] / sr for f in files)
+    decode_s = time.perf_counter() - t0
+
+    t0 = time.perf_counter()
+    clips = sum(len(extract_track(f, embedder, cfg.clips, batch_size=cfg.embedder.batch_size)) for f in files)
+    core_s = time.perf_counter() - t0
+
+    from soundalike_pipelines.ingest import run_ingest
+    from soundalike_pipelines.embed import run_embed
+    from soundalike_pipelines.session import get_spark
+
+    t0 = time.perf_counter()
+    spark = get_spark(cfg)
+    spark.range(1).count()
+    startup_s = time.perf_counter() - t0
+    ingest = run_ingest(cfg, spark)
+    embed = run_embed(cfg, spark)
+    whole_s = time.perf_counter() - t0
+    assert embed.clips == clips, (embed.clips, clips)
+
+    per_core = lambda seconds, cores=1: audio_s / (seconds * cores)  # noqa: E731
+    result = {
+        "machine": f"{platform.processor() or platform.machine()}, {args.cores} cores used",
+        "embedder": embedder.key,
+        "files": len(files),
+        "audio_s": round(audio_s, 1),
+        "clips": clips,
+        "decode_only_x_rt_per_core": round(per_core(decode_s), 1),
+        "core_path_x_rt_per_core": round(per_core(core_s), 1),
+        "spark_embed_stage_x_rt_per_core": round(per_core(embed.seconds, args.cores), 1),
+        "spark_whole_run_x_rt_per_core": round(per_core(whole_s, args.cores), 1),
+        "seconds": {"decode_only": round(decode_s, 2), "core_path": round(core_s, 2), "spark_start": round(startup_s, 2),
+                    "ingest_stage": ingest.seconds, "embed_stage": embed.seconds, "whole_run": round(whole_s, 2)},
+    }
+    result["embed_stage_vs_decode_only"] = round(result["spark_embed_stage_x_rt_per_core"] / result["decode_only_x_rt_per_core"], 3)
+    result["spark_overhead_vs_core_path"] = round(1 - result["spark_embed_stage_x_rt_per_core"] / result["core_path_x_rt_per_core"], 3)
+    if args.json:
+        json.dump(result, sys.stdout, indent=2)
+        print()
+    else:
+        for key, value in result.items():
+            print(f"{key:36} {value}")
+    spark.stop()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
