@@ -101,3 +101,15 @@ def test_evaluation_reports_every_degradation_and_is_reproducible(small_catalogu
     assert again["excerpts"] == first["excerpts"]
     png = plot_summary(first, tmp_path / "eval.png")
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_excluding_the_query_track_still_fills_each_clips_neighbours(small_catalogue):
+    searcher, tracks = small_catalogue
+    source = open(tracks[0].path, "rb").read()
+    # With k=2, a track's own clips take both slots of every query clip; excluding it must
+    # leave the next-best tracks, not an empty answer.
+    own = searcher.search(source, top_k_per_chunk=2)
+    assert {r["track_id"] for r in own["results"]} == {tracks[0].track_id}
+    others = searcher.search(source, top_k_per_chunk=2, exclude_track_ids=[tracks[0].track_id])
+    assert others["results"] and tracks[0].track_id not in {r["track_id"] for r in others["results"]}
+    assert sum(r["votes"] for r in others["results"]) == 2 * others["query_clips"]

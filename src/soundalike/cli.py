@@ -283,7 +283,13 @@ def _print_results(out: dict) -> None:
 
 # --------------------------------------------------------------------------- main
 
-_PARSERS = (_compare_parser, _sample_parser, _pipeline_parsers, _query_parser)
+def _train_parser(sub: argparse._SubParsersAction) -> None:
+    from soundalike.train_cli import add_train_parser
+
+    add_train_parser(sub)
+
+
+_PARSERS = (_compare_parser, _sample_parser, _pipeline_parsers, _query_parser, _train_parser)
 
 
 def build_parser() -> argparse.ArgumentParser:

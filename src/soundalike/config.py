@@ -155,6 +155,104 @@ class MlflowConfig:
 
 
 @dataclass(frozen=True)
+class TrainingConfig:
+    """How ``soundalike train`` learns the ``siamese`` embedder (see :mod:`soundalike.training`).
+
+    Attributes
+    ----------
+    branch : str
+        ``"head"``: a residual projection head over the frozen ``base_embedder`` (the
+        fine-tuning path; the default, as it is the one that beats its base on held-out tracks);
+        ``"cnn"``: a compact CNN over log-mel clip spectrograms (train it for ~30 epochs).
+    base_embedder : str
+        The frozen embedder under the head, and the baseline the evaluation compares with.
+    loss : str
+        ``"contrastive"`` (pairs) or ``"triplet"`` (anchor, positive, negative).
+    epochs, batch_size : int
+        Passes over the drawn pairs; pairs (or triplets) per optimiser step.
+    learning_rate, weight_decay : float
+        AdamW settings.
+    margin : float
+        Embedding distance that metadata dissimilarity 1 maps to (unit vectors: at most 2).
+    dim : int
+        Output dimension of the CNN branch (the head keeps its base's dimension).
+    hop_s : float
+        Training clips (``clips.clip_s`` long) start every ``hop_s`` seconds.
+    crop_s : float
+        The CNN trains on a random ``crop_s`` window of each clip's spectrogram (augmentation,
+        and cheaper); it embeds whole clips. 0 trains on whole clips.
+    max_clips_per_track : int
+        At most this many training clips per track (evenly spread), to bound memory and time.
+    heldout_fraction : float
+        Share of tracks held out for evaluation, in (0, 1).
+    n_positive, n_negative, pool : int
+        Pairs per reference track: the track itself plus ``n_positive - 1`` of its ``pool`` most
+        similar tracks; ``n_negative`` of its ``pool`` least similar.
+    tag_weight, instrument_weight, tempo_weight, key_weight : float
+        Weights of the per-group Jaccard indices in the metadata similarity.
+    seed : int
+        Seeds the split, the pairs, the clip choice and the initial weights.
+    device : str
+        ``auto`` (CUDA when present), ``cpu`` or ``cuda[:N]``.
+    output_dir : str or None
+        Where the trained branch is written; ``None``: ``<workdir>/models/siamese``.
+    register : bool
+        Register the model in the MLflow registry as ``model_name``.
+    model_name : str
+    """
+
+    branch: str = "head"
+    base_embedder: str = "mel"
+    loss: str = "contrastive"
+    epochs: int = 5
+    batch_size: int = 64
+    learning_rate: float = 1e-3
+    weight_decay: float = 1e-4
+    margin: float = 1.0
+    dim: int = 128
+    hop_s: float = 5.0
+    crop_s: float = 5.0
+    max_clips_per_track: int = 16
+    heldout_fraction: float = 0.25
+    n_positive: int = 5
+    n_negative: int = 5
+    pool: int = 10
+    tag_weight: float = 0.5
+    instrument_weight: float = 0.2
+    tempo_weight: float = 0.2
+    key_weight: float = 0.1
+    seed: int = 0
+    device: str = "auto"
+    output_dir: str | None = None
+    register: bool = True
+    model_name: str = "soundalike_siamese"
+
+    def __post_init__(self) -> None:
+        if self.branch not in ("cnn", "head"):
+            raise ConfigError(f"training.branch must be cnn or head, got {self.branch!r}")
+        if self.loss not in ("contrastive", "triplet"):
+            raise ConfigError(f"training.loss must be contrastive or triplet, got {self.loss!r}")
+        for name in ("epochs", "batch_size", "dim", "max_clips_per_track", "n_positive", "n_negative", "pool"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"training.{name} must be at least 1, got {getattr(self, name)}")
+        for name in ("learning_rate", "margin", "hop_s"):
+            if not getattr(self, name) > 0:
+                raise ConfigError(f"training.{name} must be positive, got {getattr(self, name)}")
+        if self.crop_s < 0:
+            raise ConfigError(f"training.crop_s must be >= 0, got {self.crop_s}")
+        if not 0.0 < self.heldout_fraction < 1.0:
+            raise ConfigError(f"training.heldout_fraction must lie in (0, 1), got {self.heldout_fraction}")
+        weights = (self.tag_weight, self.instrument_weight, self.tempo_weight, self.key_weight)
+        if min(weights) < 0 or sum(weights) <= 0:
+            raise ConfigError("training.*_weight must be >= 0 and not all 0")
+        if self.n_positive - 1 > self.pool or self.n_negative > self.pool:
+            raise ConfigError(
+                f"training.pool ({self.pool}) must hold n_positive - 1 ({self.n_positive - 1}) "
+                f"and n_negative ({self.n_negative}) tracks"
+            )
+
+
+@dataclass(frozen=True)
 class Config:
     """The whole configuration of a soundalike deployment."""
 
@@ -168,6 +266,7 @@ class Config:
     tables: TablesConfig = field(default_factory=TablesConfig)
     spark: SparkConfig = field(default_factory=SparkConfig)
     mlflow: MlflowConfig = field(default_factory=MlflowConfig)
+    training: TrainingConfig = field(default_factory=TrainingConfig)
 
     def workpath(self, *parts: str) -> Path:
         """A path inside the work dir."""

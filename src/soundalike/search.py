@@ -40,6 +40,9 @@ from soundalike.index import ClipIndex
 
 TRACKS_FILE = "tracks.parquet"
 
+#: Extra neighbours fetched per query clip when tracks are excluded (a track has ~20 clips).
+K_MARGIN_EXCLUDED = 64
+
 #: Hard bounds on request parameters, whatever a caller asks for.
 MAX_RESULTS_LIMIT = 1000
 TOP_K_LIMIT = 1000
@@ -202,8 +205,16 @@ class Searcher:
     def _rank(self, vectors: np.ndarray, query_start_s: np.ndarray, p: QueryParams, timings: dict) -> list[dict]:
         """Query vectors [q, dim] (starting at ``query_start_s`` [q]) → ranked, described songs."""
         t1 = time.perf_counter()
-        sims, rows = self.index.search(vectors, p.top_k_per_chunk)
+        k = p.top_k_per_chunk
+        if p.exclude_track_ids:
+            # An excluded track (the query's own, say) can fill every neighbour slot of a clip;
+            # fetch more, drop it, and keep each clip's k best of the rest.
+            k = min(max(len(self.index), 1), k + K_MARGIN_EXCLUDED)
+        sims, rows = self.index.search(vectors, k)
         tids, cidx, cstart = self.index.lookup(rows)
+        if p.exclude_track_ids:
+            sims, tids, cidx, cstart = _drop_excluded(sims, tids, cidx, cstart, set(p.exclude_track_ids),
+                                                      p.top_k_per_chunk)
         timings["search"] = (time.perf_counter() - t1) * 1000
         t2 = time.perf_counter()
         songs = fuse(query_start_s, sims, tids, cstart, cidx, max_results=p.max_results,
@@ -224,6 +235,20 @@ class Searcher:
             "tags": [] if row is None else [str(t) for t in (row["tags"] if row["tags"] is not None else [])],
         }
         return {**head, **song}
+
+
+def _drop_excluded(sims, tids, cidx, cstart, excluded: set, k: int):
+    """Per query clip, the first ``k`` neighbours whose track is not excluded (padded with misses)."""
+    q = sims.shape[0]
+    out_s = np.full((q, k), -np.inf, dtype=np.float32)
+    out_t = np.full((q, k), None, dtype=object)
+    out_i = np.full((q, k), -1, dtype=np.int64)
+    out_c = np.full((q, k), np.nan)
+    for i in range(q):
+        keep = [j for j in range(sims.shape[1]) if tids[i, j] is not None and tids[i, j] not in excluded][:k]
+        n = len(keep)
+        out_s[i, :n], out_t[i, :n], out_i[i, :n], out_c[i, :n] = sims[i, keep], tids[i, keep], cidx[i, keep], cstart[i, keep]
+    return out_s, out_t, out_i, out_c
 
 
 def query_track_id(path: str | os.PathLike) -> str:

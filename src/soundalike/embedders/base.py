@@ -120,3 +120,4 @@ def _load_builtin() -> None:
     # Importing a module registers its embedders; heavy dependencies (transformers, laion-clap)
     # load inside the factories.
     from soundalike.embedders import clap, mel, wav2vec2  # noqa: F401
+    from soundalike.embedders import siamese  # noqa: F401

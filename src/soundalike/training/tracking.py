@@ -1,0 +1,100 @@
+"""MLflow for a training run: params, the loss curve, the held-out metrics, the model, the registry.
+
+The model is registered as the directory the ``siamese`` embedder reads (``siamese.json`` and
+``siamese.safetensors``, plus ``training.json``), logged as the run's ``siamese/`` artifacts. To
+embed with a registered version elsewhere, download it and point ``embedder.weights_path`` at it::
+
+    mlflow artifacts download -u models:/soundalike_siamese/1 -d /Volumes/<catalog>/<schema>/weights/siamese
+
+Metric names: ``train_loss`` (per epoch, ``step`` = epoch), and for the held-out evaluation
+``<learned|baseline>_<catalogue|heldout>_<precision_at_5|mean_tag_similarity_at_5>`` plus
+``gain_...`` (learned minus baseline); see :mod:`soundalike.training.train` for what they mean.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+
+from soundalike.config import Config
+from soundalike.training.train import TrainingResult
+
+_METRICS = ("precision_at_5", "mean_tag_similarity_at_5")
+_GALLERIES = ("catalogue", "heldout")
+
+
+def flat_metrics(evaluation: dict) -> dict[str, float]:
+    """The evaluation's numbers as MLflow metric names (see the module docstring)."""
+    out: dict[str, float] = {}
+    for gallery in _GALLERIES:
+        for metric in _METRICS:
+            learned = evaluation["learned"][gallery][metric]
+            base = evaluation["baseline"][gallery][metric]
+            if learned is None or base is None:
+                continue
+            out[f"learned_{gallery}_{metric}"] = learned
+            out[f"baseline_{gallery}_{metric}"] = base
+            out[f"gain_{gallery}_{metric}"] = round(learned - base, 4)
+    return out
+
+
+def log_training_run(cfg: Config, result: TrainingResult) -> dict:
+    """Log ``result`` as an MLflow run in ``cfg.mlflow.experiment`` and register the model.
+
+    Returns
+    -------
+    dict
+        ``{"run_id", "experiment_id", "artifact_uri", "model_name", "model_version"}``
+        (the last two ``None`` when ``training.register`` is false).
+    """
+    import mlflow
+    from mlflow import MlflowClient
+    from mlflow.exceptions import MlflowException
+
+    from soundalike.mlflow_model import configure_mlflow
+
+    experiment_id = configure_mlflow(cfg)
+    t = cfg.training
+    with mlflow.start_run(experiment_id=experiment_id, run_name=f"train_{t.branch}_{t.loss}") as run:
+        mlflow.set_tags({"soundalike.stage": "train", "soundalike.embedder": result.embedder_key,
+                         "soundalike.weights_sha256": result.weights_sha256})
+        mlflow.log_params({k: str(v)[:500] for k, v in result.params.items()})
+        for epoch, loss in enumerate(result.losses, start=1):
+            mlflow.log_metric("train_loss", loss, step=epoch)
+        mlflow.log_metrics(flat_metrics(result.evaluation))
+        mlflow.log_artifacts(str(result.model_dir), artifact_path="siamese")
+        with tempfile.TemporaryDirectory() as tmp:
+            png = plot_losses(result.losses, Path(tmp) / "loss_curve.png", title=f"{t.branch} / {t.loss}")
+            mlflow.log_artifact(str(png))
+        version = None
+        if t.register:
+            client = MlflowClient()
+            try:
+                client.get_registered_model(t.model_name)
+            except MlflowException:
+                client.create_registered_model(
+                    t.model_name, description="siamese embedder trained by `soundalike train` (embedder.name=siamese)")
+            mv = client.create_model_version(
+                t.model_name, source=f"{run.info.artifact_uri}/siamese", run_id=run.info.run_id,
+                tags={"embedder": result.embedder_key, "weights_sha256": result.weights_sha256},
+            )
+            version = int(mv.version)
+        return {"run_id": run.info.run_id, "experiment_id": experiment_id, "artifact_uri": run.info.artifact_uri,
+                "model_name": t.model_name if t.register else None, "model_version": version}
+
+
+def plot_losses(losses: list[float], path: str | Path, *, title: str = "") -> Path:
+    """A PNG of the mean training loss per epoch."""
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(6, 3.5), layout="constrained")
+    ax = fig.add_subplot()
+    ax.plot(range(1, len(losses) + 1), losses, marker="o", markersize=3)
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("mean training loss")
+    ax.set_yscale("log" if losses and min(losses) > 0 else "linear")
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    path = Path(path)
+    fig.savefig(path, dpi=100)
+    return path
