@@ -66,14 +66,20 @@ def refresh_tasks(bundle):
     return bundle["resources"]["jobs"]["catalogue_refresh"]["tasks"]
 
 
+def all_tasks(bundle):
+    return [t for job in bundle["resources"]["jobs"].values() for t in job["tasks"]]
+
+
 def test_every_task_entry_point_exists_and_accepts_its_parameters(tmp_path):
     bundle = load_bundle()
     parser = build_parser()
-    for task in refresh_tasks(bundle):
+    assert {t["task_key"] for t in all_tasks(bundle)} >= {"ingest", "embed", "index", "evaluate", "register", "train"}
+    for task in all_tasks(bundle):
         spec = task["spark_python_task"]
         job_file = (ROOT / "resources" / spec["python_file"]).resolve()
         assert job_file.is_file(), job_file
         stage = re.search(r'main\(\["([a-z_]+)"', job_file.read_text()).group(1)
+        assert stage in parser._subparsers._group_actions[0].choices, stage
         params = [substitute(p, bundle) for p in spec["parameters"]]
         args = parser.parse_args([stage, *params])
         cfg = load_config(args.conf, args.overrides)  # the overrides name real config keys
