@@ -17,7 +17,8 @@ from soundalike.errors import SoundalikeError
 Handler = Callable[[argparse.Namespace], int]
 
 
-def _add_config_args(parser: argparse.ArgumentParser) -> None:
+def add_config_args(parser: argparse.ArgumentParser) -> None:
+    """--conf and --set, the same for every subcommand that reads the configuration."""
     parser.add_argument("--conf", default="conf/local.yaml", help="YAML profile (default: %(default)s)")
     parser.add_argument(
         "--set",
@@ -139,7 +140,7 @@ def _run_sample(args: argparse.Namespace) -> int:
 
 def _stage_parser(sub: argparse._SubParsersAction, name: str, help_text: str) -> argparse.ArgumentParser:
     p = sub.add_parser(name, help=help_text, description=help_text)
-    _add_config_args(p)
+    add_config_args(p)
     p.add_argument("--json", action="store_true", help="print the stage summaries as JSON")
     p.set_defaults(handler=_run_stages, stages=None if name == "pipeline" else [name])
     return p
@@ -183,7 +184,7 @@ def _query_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("file", nargs="?", help="query audio file (or give --text)")
     p.add_argument("--text", default=None, metavar="TEXT",
                    help='describe the music instead of giving FILE, e.g. "calm solo piano" (embedder clap)')
-    _add_config_args(p)
+    add_config_args(p)
     p.add_argument("--model", default=None, metavar="URI",
                    help="MLflow model URI (default: models:/<mlflow.model_name>@champion)")
     p.add_argument("--top", type=int, default=None, help="songs to return (default: query.max_results)")

@@ -19,6 +19,8 @@ import argparse
 import json
 import sys
 
+from soundalike.cli import add_config_args  # cli imports this module lazily, so no cycle
+
 
 def add_train_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     """Define ``soundalike train`` on ``sub`` (the subparsers of the ``soundalike`` parser)."""
@@ -29,9 +31,7 @@ def add_train_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser
                     "(5 positives, 5 negatives per track), save one branch as the `siamese` embedder, "
                     "compare it with its base embedder on held-out tracks, and log/register it in MLflow.",
     )
-    p.add_argument("--conf", default="conf/local.yaml", help="YAML profile (default: %(default)s)")
-    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                   help="override one config key, e.g. --set training.margin=0.8 (repeatable)")
+    add_config_args(p)
     p.add_argument("--loss", choices=("contrastive", "triplet"), default=None,
                    help="training.loss (default: from the config)")
     p.add_argument("--branch", choices=("cnn", "head"), default=None,
