@@ -18,7 +18,6 @@ from __future__ import annotations
 import hashlib
 import io
 import json
-import shutil
 import tempfile
 import time
 from dataclasses import dataclass

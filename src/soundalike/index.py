@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import json
 import os
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -233,10 +232,3 @@ def recall_at_k(index: ClipIndex, vectors: np.ndarray, *, k: int = 10, sample: i
     _, got = index.index.search(queries, k)
     hits = sum(len(set(t) & set(g)) for t, g in zip(truth, got))
     return hits / float(truth.size)
-
-
-def timed_build(*args, **kwargs) -> tuple[ClipIndex, float]:
-    """:func:`build_index` and the seconds it took."""
-    started = time.perf_counter()
-    index = build_index(*args, **kwargs)
-    return index, time.perf_counter() - started
