@@ -1,9 +1,10 @@
 """Embed stage: cut every track that lacks them into clips, flag them, embed them.
 
-Runs :func:`soundalike.extract.extract_track` — the same function the query model uses — inside
-``mapInPandas``: the embedder is built once per Python worker and reused across batches, each
-track is decoded once, and its clips are embedded in batches of ``embedder.batch_size`` (on
-CUDA when present). Results go to ``clips`` and ``embeddings`` by MERGE on their natural keys.
+Runs :func:`soundalike.extract.extract_tracks` — :func:`~soundalike.extract.extract_track`, the
+function the query model uses, over a partition's files — inside ``mapInPandas``: the embedder
+is built once per Python worker and reused across batches, each track is decoded once, and its
+clips are embedded in batches of ``embedder.batch_size``. On CUDA, ``embedder.decode_workers``
+threads decode the next files while the GPU embeds, and batches span files. Results go to ``clips`` and ``embeddings`` by MERGE on their natural keys.
 
 A track is work when it lacks clips for the current clip policy or embeddings for the current
 embedder ``name@version``; a track whose file failed this stage is skipped until the file
@@ -24,7 +25,7 @@ from pyspark.sql import types as T
 
 from soundalike.config import Config, config_from_dict, config_to_dict
 from soundalike.embedders import Embedder, create_embedder
-from soundalike.extract import clip_policy, extract_track
+from soundalike.extract import clip_policy, extract_tracks
 from soundalike.errors import SoundalikeError
 from soundalike_pipelines.schemas import CLIPS, EMBEDDINGS
 from soundalike_pipelines.session import ensure_tables, get_spark
@@ -70,15 +71,22 @@ def _embed_batches(cfg_dict: dict):
     def embed(batches):
         cfg = config_from_dict(cfg_dict)
         embedder = worker_embedder(cfg)
+        # On a GPU, threads decode the next files while the model embeds; on CPUs Spark's
+        # one-task-per-core is the parallelism and each task decodes in turn.
+        workers = cfg.embedder.decode_workers if getattr(embedder, "device", None) is not None \
+            and embedder.device.type == "cuda" else 0
         for pdf in batches:
-            for track_id, path in zip(pdf["track_id"], pdf["path"]):
-                try:
-                    clips = extract_track(path, embedder, cfg.clips, batch_size=cfg.embedder.batch_size)
-                except SoundalikeError as exc:
-                    yield _error_row(columns, track_id, path, type(exc).__name__, str(exc))
+            ids, paths = list(pdf["track_id"]), list(pdf["path"])
+            results = extract_tracks(paths, embedder, cfg.clips, batch_size=cfg.embedder.batch_size,
+                                     decode_workers=workers)
+            for i, clips in results:
+                track_id, path = ids[i], paths[i]
+                if isinstance(clips, SoundalikeError):
+                    yield _error_row(columns, track_id, path, type(clips).__name__, str(clips))
                     continue
-                except Exception as exc:  # noqa: BLE001 - a bad file must never stop the job
-                    yield _error_row(columns, track_id, path, type(exc).__name__, f"unexpected error embedding {path}: {exc}")
+                if isinstance(clips, Exception):  # a bad file must never stop the job
+                    yield _error_row(columns, track_id, path, type(clips).__name__,
+                                     f"unexpected error embedding {path}: {clips}")
                     continue
                 if len(clips) == 0:
                     yield _error_row(columns, track_id, path, "TooShort",

@@ -14,6 +14,7 @@ from soundalike.clips import chunk
 from soundalike.config import ClipsConfig, EmbedderConfig
 from soundalike.embedders import create_embedder
 from soundalike.extract import extract_track
+from soundalike.errors import ParameterError
 from soundalike.flags import clip_flags
 
 SR = 22050
@@ -68,3 +69,67 @@ def test_batch_size_does_not_change_the_result(track):
     np.testing.assert_array_equal(one.vectors, all_at_once.vectors)
     np.testing.assert_array_equal(one.rms_db, all_at_once.rms_db)
     np.testing.assert_array_equal(one.is_noise, all_at_once.is_noise)
+
+
+def _same(a, b):
+    np.testing.assert_allclose(a.start_s, b.start_s)
+    np.testing.assert_allclose(a.end_s, b.end_s)
+    np.testing.assert_allclose(a.rms_db, b.rms_db, rtol=1e-5, atol=1e-4)
+    np.testing.assert_array_equal(a.is_silent, b.is_silent)
+    np.testing.assert_array_equal(a.is_noise, b.is_noise)
+    np.testing.assert_allclose(a.vectors, b.vectors, atol=1e-5)
+    assert a.duration_s == pytest.approx(b.duration_s)
+
+
+@pytest.mark.parametrize("options", [{}, {"hop_length": 512}], ids=["serial-path", "cross-track-batches"])
+def test_extract_tracks_gives_extract_track_results_in_order(track, tmp_path, options):
+    """Decode threads + batches spanning files give what extract_track gives per file, in input
+    order; a bad file yields its error, a too-short one no clips, a long one goes window by window."""
+    from soundalike.errors import AudioDecodeError
+    from soundalike.extract import extract_tracks
+
+    short = tmp_path / "short.wav"
+    sf.write(short, melody(SR, 3.0, seed=2), SR)  # under min_tail_s: no clips
+    bad = tmp_path / "bad.mp3"
+    bad.write_bytes(b"not audio at all" * 100)
+    other = tmp_path / "other.ogg"
+    sf.write(other, melody(SR, 31.0, seed=5), SR)
+    sources = [track, bad, short, other, track.read_bytes(), other]
+    embedder = create_embedder(EmbedderConfig(name="mel", device="cpu", options=options), clip_s=CFG.clip_s)
+    # batch 2 splits files across batches; window_s 20 sends the 27 s and 31 s files window by window
+    for window_s in (600.0, 20.0):
+        got = list(extract_tracks(sources, embedder, CFG, batch_size=2, decode_workers=2, window_s=window_s))
+        assert [i for i, _ in got] == list(range(len(sources)))
+        assert isinstance(got[1][1], AudioDecodeError)
+        assert len(got[2][1]) == 0 and got[2][1].vectors.shape == (0, embedder.dim)
+        for i in (0, 3, 4, 5):
+            _same(got[i][1], extract_track(sources[i], embedder, CFG, batch_size=3))
+        assert len(got[3][1]) == 3
+
+
+def test_extract_tracks_rejects_bad_worker_counts(track):
+    from soundalike.extract import extract_tracks
+
+    embedder = create_embedder(EmbedderConfig(name="mel", device="cpu"), clip_s=CFG.clip_s)
+    with pytest.raises(ParameterError, match="decode_workers"):
+        list(extract_tracks([track], embedder, CFG, decode_workers=-1))
+
+
+@pytest.mark.skipif(not __import__("torch").cuda.is_available(), reason="needs a CUDA GPU (runs on the device machine)")
+def test_extract_tracks_on_cuda_matches_the_cpu_path(track, tmp_path):
+    """On a GPU the flags' spectrogram is computed on the device and batches are staged in pinned
+    memory; flags must equal the CPU path's and vectors agree to float rounding."""
+    from soundalike.extract import extract_tracks
+
+    other = tmp_path / "other.flac"
+    sf.write(other, melody(SR, 31.0, seed=5), SR)
+    sources = [track, other, track]
+    gpu = create_embedder(EmbedderConfig(name="mel", device="cuda"), clip_s=CFG.clip_s)
+    cpu = create_embedder(EmbedderConfig(name="mel", device="cpu"), clip_s=CFG.clip_s)
+    got = list(extract_tracks(sources, gpu, CFG, batch_size=2, decode_workers=2))
+    for i, result in got:
+        want = extract_track(sources[i], cpu, CFG)
+        np.testing.assert_array_equal(result.is_silent, want.is_silent)
+        np.testing.assert_array_equal(result.is_noise, want.is_noise)
+        np.testing.assert_allclose(result.rms_db, want.rms_db, atol=1e-3)
+        np.testing.assert_allclose(result.vectors, want.vectors, atol=2e-3)

@@ -53,13 +53,23 @@ class ClipsConfig:
 
 @dataclass(frozen=True)
 class EmbedderConfig:
-    """Which embedder turns clips into vectors, and how it is run."""
+    """Which embedder turns clips into vectors, and how it is run.
+
+    ``decode_workers``: threads that decode and cut the next files while a GPU embedder works
+    (:func:`soundalike.extract.extract_tracks`); 0 decodes each file in turn. Only used when the
+    embedder runs on a GPU: on CPUs the decoding competes for the cores Spark already fills.
+    """
 
     name: str = "mel"
     batch_size: int = 32
     device: str = "auto"
     weights_path: str | None = None
     options: dict = field(default_factory=dict)
+    decode_workers: int = 8
+
+    def __post_init__(self):
+        if self.decode_workers < 0:
+            raise ValueError(f"embedder.decode_workers must be >= 0, got {self.decode_workers}")
 
 
 @dataclass(frozen=True)

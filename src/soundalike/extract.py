@@ -10,11 +10,20 @@ for a two-hour recording.
 When the embedder is the CPU ``mel`` embedder at the default analysis (``n_fft`` 2048, hop 1024
 at 22.05 kHz, the frames the flags use), each batch's power spectrogram is computed once and
 shared by the flags and the embedder; the vectors are the ones ``embedder.embed`` gives.
+
+:func:`extract_tracks` runs the same steps over many files for an embedder on a GPU: a pool of
+decode threads reads, resamples and cuts the next files while the GPU embeds, clips of several
+files share a batch (so short files still fill batches), batches are staged in pinned host memory
+and copied asynchronously, and the flags' spectrogram is computed on the GPU too. Its results are
+the ones :func:`extract_track` gives for each file (up to float rounding of the device).
 """
 
 from __future__ import annotations
 
+import collections
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from typing import Iterable, Iterator
 
 import numpy as np
 import torch
@@ -103,12 +112,7 @@ def extract_track(
     AudioDecodeError
         If the source cannot be decoded.
     """
-    if abs(embedder.clip_s - clips_cfg.clip_s) > 1e-9:
-        raise ParameterError(
-            f"embedder {embedder.name} was built for {embedder.clip_s} s clips, config says {clips_cfg.clip_s} s"
-        )
-    if batch_size < 1:
-        raise ParameterError(f"batch_size must be >= 1, got {batch_size}")
+    _check_args(embedder, clips_cfg, batch_size)
     sr = embedder.sample_rate_hz
     shared_frame = _shared_frame(embedder, sr)
     parts = []
@@ -123,23 +127,36 @@ def extract_track(
             if shared_frame is not None:
                 n_fft, hop = shared_frame
                 power = stft_power(torch.from_numpy(audio), n_fft=n_fft, hop_length=hop)
-            flags = clip_flags(
-                audio,
-                sr,
-                silence_rms_db=clips_cfg.silence_rms_db,
-                noise_flatness=clips_cfg.noise_flatness,
-                noise_tonality_max=clips_cfg.noise_tonality_max,
-                real_samples=real[i : i + batch_size],
-                power=power,
-            )
+            flags = _flags(audio, sr, clips_cfg, real[i : i + batch_size], power)
             vectors = embedder.embed(audio) if power is None else embedder.embed_power(power)
             bounds = slice(i, i + batch_size)
             parts.append((clips.start_s[bounds] + offset_s, clips.end_s[bounds] + offset_s, flags, vectors))
+    return _assemble(parts, embedder.dim, duration_s)
+
+
+def _check_args(embedder: Embedder, clips_cfg: ClipsConfig, batch_size: int) -> None:
+    if abs(embedder.clip_s - clips_cfg.clip_s) > 1e-9:
+        raise ParameterError(
+            f"embedder {embedder.name} was built for {embedder.clip_s} s clips, config says {clips_cfg.clip_s} s"
+        )
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise ParameterError(f"batch_size must be an integer >= 1, got {batch_size!r}")
+
+
+def _flags(audio: np.ndarray, sr: int, cfg: ClipsConfig, real: np.ndarray, power: torch.Tensor | None):
+    return clip_flags(
+        audio, sr, silence_rms_db=cfg.silence_rms_db, noise_flatness=cfg.noise_flatness,
+        noise_tonality_max=cfg.noise_tonality_max, real_samples=real, power=power,
+    )
+
+
+def _assemble(parts: list, dim: int, duration_s: float) -> TrackClips:
+    """One :class:`TrackClips` from ``(start_s, end_s, flags, vectors)`` pieces in clip order."""
     if not parts:
         return TrackClips(
             start_s=np.zeros(0), end_s=np.zeros(0), rms_db=np.zeros(0, np.float32),
             is_silent=np.zeros(0, bool), is_noise=np.zeros(0, bool),
-            vectors=np.zeros((0, embedder.dim), np.float32), duration_s=duration_s,
+            vectors=np.zeros((0, dim), np.float32), duration_s=duration_s,
         )
     return TrackClips(
         start_s=np.round(np.concatenate([p[0] for p in parts]), 6),
@@ -192,3 +209,209 @@ def _windows(source: AudioSource, sr: int, cfg: ClipsConfig, *, max_seconds: flo
             # Keep only the group's clips: cut so chunk() sees exactly len(group) full clips.
             wave = wave[: int(round((group[-1] - offset + cfg.clip_s) * sr))]
         yield offset, wave
+
+
+# --------------------------------------------------------------------------- many files, GPU
+
+
+def extract_tracks(
+    sources: Iterable[AudioSource],
+    embedder: Embedder,
+    clips_cfg: ClipsConfig,
+    *,
+    batch_size: int = 32,
+    decode_workers: int = 0,
+    window_s: float = 600.0,
+) -> Iterator[tuple[int, "TrackClips | Exception"]]:
+    """:func:`extract_track` over many files, decoding ahead while the embedder works.
+
+    Parameters
+    ----------
+    sources : iterable of path or bytes
+    embedder, clips_cfg, batch_size, window_s
+        As for :func:`extract_track`; a batch may hold clips of several files.
+    decode_workers : int
+        Threads that decode, resample and cut the files ahead of the embedder (at most
+        ``2 * decode_workers`` files ahead). ``0`` runs :func:`extract_track` on each file in
+        turn, which is what a CPU embedder wants (there the decoding competes for the same cores).
+
+    Yields
+    ------
+    (i, TrackClips or Exception)
+        In the order of ``sources``; a file that cannot be decoded yields its exception
+        (normally :class:`~soundalike.errors.AudioDecodeError`) instead of stopping the others.
+        An error of the embedder on a batch shared by several files (running out of GPU memory,
+        say) is raised.
+
+    Raises
+    ------
+    ParameterError
+        Bad ``batch_size`` / ``decode_workers``, or a ``clips_cfg`` the embedder was not built for.
+
+    Notes
+    -----
+    Files longer than ``window_s`` are not decoded ahead (their clips would not fit in bounded
+    memory); the embedder's pending clips are flushed and the file goes through
+    :func:`extract_track` window by window.
+    """
+    _check_args(embedder, clips_cfg, batch_size)
+    if isinstance(decode_workers, bool) or not isinstance(decode_workers, int) or decode_workers < 0:
+        raise ParameterError(f"decode_workers must be an integer >= 0, got {decode_workers!r}")
+    sr = embedder.sample_rate_hz
+    if decode_workers == 0 or _shared_frame(embedder, sr) is not None:
+        for i, source in enumerate(sources):
+            try:
+                yield i, extract_track(source, embedder, clips_cfg, batch_size=batch_size, window_s=window_s)
+            except Exception as exc:  # noqa: BLE001 - one bad file must not stop the others
+                yield i, exc
+        return
+    batcher = _CrossTrackBatcher(embedder, clips_cfg, batch_size)
+    pending: collections.deque = collections.deque()  # (i, source, future) in input order
+    done: dict[int, "TrackClips | Exception"] = {}
+    order: collections.deque = collections.deque()  # indices not yet yielded
+    iterator = enumerate(sources)
+    with ThreadPoolExecutor(decode_workers, thread_name_prefix="soundalike-decode") as pool:
+
+        def refill() -> None:
+            while len(pending) < 2 * decode_workers:
+                nxt = next(iterator, None)
+                if nxt is None:
+                    return
+                i, source = nxt
+                order.append(i)
+                pending.append((i, source, pool.submit(_decode_track, source, sr, clips_cfg, window_s)))
+
+        refill()
+        while pending:
+            i, source, future = pending.popleft()
+            refill()
+            try:
+                decoded = future.result()
+            except Exception as exc:  # noqa: BLE001
+                done[i] = exc
+            else:
+                if decoded is None:  # too long to hold: flush, then window by window
+                    batcher.flush(done)
+                    try:
+                        done[i] = extract_track(source, embedder, clips_cfg, batch_size=batch_size, window_s=window_s)
+                    except Exception as exc:  # noqa: BLE001
+                        done[i] = exc
+                else:
+                    batcher.add(i, decoded, done)
+            while order and order[0] in done:
+                j = order.popleft()
+                yield j, done.pop(j)
+        batcher.flush(done)
+        while order:
+            j = order.popleft()
+            yield j, done.pop(j)
+
+
+@dataclass
+class _Decoded:
+    """A file's clips, cut but not yet embedded (what a decode thread hands over)."""
+
+    audio: np.ndarray  # [n, clip_samples] float32
+    start_s: np.ndarray
+    end_s: np.ndarray
+    real: np.ndarray  # real (unpadded) samples per clip
+    duration_s: float
+
+
+def _decode_track(source: AudioSource, sr: int, cfg: ClipsConfig, window_s: float) -> _Decoded | None:
+    """Decode and cut one file in a worker thread; None when it is longer than ``window_s``."""
+    if probe_audio(source).duration_s > window_s:
+        return None
+    wave = load_audio(source, sr)
+    clips = chunk(wave, sr, clip_s=cfg.clip_s, hop_s=cfg.hop_s, min_tail_s=cfg.min_tail_s)
+    real = np.round((clips.end_s - clips.start_s) * sr).astype(np.int64)
+    return _Decoded(np.ascontiguousarray(clips.audio, dtype=np.float32), clips.start_s, clips.end_s, real,
+                    wave.shape[0] / sr)
+
+
+class _CrossTrackBatcher:
+    """Fills embed batches with the clips of consecutive files; hands back each file when complete."""
+
+    def __init__(self, embedder: Embedder, cfg: ClipsConfig, batch_size: int):
+        self.embedder = embedder
+        self.cfg = cfg
+        self.batch_size = batch_size
+        self.device = getattr(embedder, "device", torch.device("cpu"))
+        self.queue: collections.deque = collections.deque()  # [i, decoded, next row]
+        self.queued = 0
+        self.results: dict[int, dict] = {}
+        self.staging = None
+        if self.device.type == "cuda":  # page-locked, so the copy to the GPU is asynchronous
+            self.staging = torch.empty((batch_size, embedder.clip_samples), dtype=torch.float32, pin_memory=True)
+
+    def add(self, i: int, decoded: _Decoded, done: dict) -> None:
+        n = decoded.audio.shape[0]
+        self.results[i] = {"decoded": decoded, "parts": [], "left": n}
+        if n == 0:
+            self._finish(i, done)
+            return
+        self.queue.append([i, decoded, 0])
+        self.queued += n
+        while self.queued >= self.batch_size:
+            self._embed_one(done)
+
+    def flush(self, done: dict) -> None:
+        while self.queued:
+            self._embed_one(done)
+
+    def _embed_one(self, done: dict) -> None:
+        take = min(self.batch_size, self.queued)
+        pieces = []  # (i, rows slice)
+        while sum(p[1].stop - p[1].start for p in pieces) < take:
+            entry = self.queue[0]
+            i, decoded, row = entry
+            want = take - sum(p[1].stop - p[1].start for p in pieces)
+            stop = min(decoded.audio.shape[0], row + want)
+            pieces.append((i, slice(row, stop)))
+            entry[2] = stop
+            if stop == decoded.audio.shape[0]:
+                self.queue.popleft()
+        self.queued -= take
+        sr = self.embedder.sample_rate_hz
+        batch = (self.staging.numpy()[:take] if self.staging is not None
+                 else np.empty((take, self.embedder.clip_samples), np.float32))
+        real = np.empty(take, np.int64)
+        at = 0
+        for i, rows in pieces:
+            decoded = self.results[i]["decoded"]
+            n = rows.stop - rows.start
+            batch[at : at + n] = decoded.audio[rows]
+            real[at : at + n] = decoded.real[rows]
+            at += n
+        power = None
+        if self.device.type != "cpu":
+            n_fft, hop = analysis_frame(sr)
+            x = torch.from_numpy(batch).to(self.device, non_blocking=True)
+            with torch.inference_mode():
+                power = stft_power(x, n_fft=n_fft, hop_length=hop)
+        flags = _flags(batch, sr, self.cfg, real, power)
+        vectors = self.embedder.embed(batch)
+        at = 0
+        for i, rows in pieces:
+            n = rows.stop - rows.start
+            state = self.results[i]
+            d = state["decoded"]
+            part_flags = _FlagSlice(flags, slice(at, at + n))
+            state["parts"].append((d.start_s[rows], d.end_s[rows], part_flags, vectors[at : at + n]))
+            state["left"] -= n
+            at += n
+            if state["left"] == 0:
+                self._finish(i, done)
+
+    def _finish(self, i: int, done: dict) -> None:
+        state = self.results.pop(i)
+        done[i] = _assemble(state["parts"], self.embedder.dim, state["decoded"].duration_s)
+
+
+class _FlagSlice:
+    """Rows ``rows`` of a batch's :class:`~soundalike.flags.ClipFlags`."""
+
+    def __init__(self, flags, rows: slice):
+        self.rms_db = flags.rms_db[rows]
+        self.is_silent = flags.is_silent[rows]
+        self.is_noise = flags.is_noise[rows]

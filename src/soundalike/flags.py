@@ -186,7 +186,8 @@ def clip_flags(
     parts = []
     with torch.inference_mode():
         if power is not None:
-            parts.append(_spectral_measures(power.float().cpu(), torch.from_numpy(real), sr, n_fft, samples))
+            # Measured where the spectrogram lies (the embed batch's GPU, when there is one).
+            parts.append(_spectral_measures(power.float(), torch.from_numpy(real), sr, n_fft, samples))
         else:
             padded = max(samples, n_fft)  # a clip shorter than one window is zero-padded to one
             for a in range(0, n, _CHUNK_CLIPS):  # bounded memory: the spectra are ~10x the audio
@@ -196,7 +197,7 @@ def clip_flags(
                 spec = stft_power(x, n_fft=n_fft, hop_length=hop)
                 real_t = torch.from_numpy(real[a : a + _CHUNK_CLIPS])
                 parts.append(_spectral_measures(spec, real_t, sr, n_fft, padded))
-    flatness, tonality = (torch.cat(p).numpy().astype(np.float32) for p in zip(*parts))
+    flatness, tonality = (torch.cat(p).cpu().numpy().astype(np.float32) for p in zip(*parts))
     is_silent = rms_db < silence_rms_db
     is_noise = ~is_silent & (flatness > noise_flatness) & (tonality < noise_tonality_max)
     return ClipFlags(rms_db, flatness, tonality, is_silent, is_noise)
@@ -225,10 +226,12 @@ def _spectral_measures(
     power = power[:, 1 : inner + 1]
     measured = power[:, ::2]
     n, frames, bins = measured.shape
+    device = power.device
     freqs = torch.arange(bins) * (sr / n_fft)
+    real = real.to(device)
 
     # Audible frames: centre within the real audio, within AUDIBLE_RANGE_DB of the loudest one.
-    centre = (torch.arange(frames) * 2 + 1) * hop
+    centre = (torch.arange(frames, device=device) * 2 + 1) * hop
     inside = centre[None, :] < real[:, None]
     frame_energy = torch.where(inside, measured.sum(dim=2), torch.zeros(()))
     loudest = frame_energy.amax(dim=1, keepdim=True)
@@ -243,7 +246,7 @@ def _spectral_measures(
     flat = torch.where(audible, flat, torch.full((), float("nan")))
     flatness = torch.nan_to_num(torch.nanmedian(flat, dim=1).values, nan=0.0)
 
-    tonal = _tonal_frames(power, freqs, n_fft, sr) & audible
+    tonal = _tonal_frames(power, freqs, n_fft, sr) & audible  # freqs stay on the CPU: only bin ranges
     tonality = tonal.sum(dim=1).float() / n_audible
     return flatness, tonality
 
@@ -269,7 +272,7 @@ def _tonal_frames(power: torch.Tensor, freqs: torch.Tensor, n_fft: int, sr: int)
     ) / 10
     # log10 power (dB / 10), between k zero bins either side: a window clipped at the edge of
     # the slice then sums only the bins that are there.
-    padded = torch.empty(n, frames, width + 2 * k)
+    padded = torch.empty(n, frames, width + 2 * k, device=power.device)
     padded[:, :, :k] = 0.0
     padded[:, :, k + width :] = 0.0
     log = torch.log10(smooth, out=padded[:, :, k : k + width])
@@ -277,7 +280,7 @@ def _tonal_frames(power: torch.Tensor, freqs: torch.Tensor, n_fft: int, sr: int)
     # main lobe): runs[j] sums padded[j : j + k - 2], and padded[r + k] is bin r.
     runs = _run_sums(padded, k - 2)
     neighbours = runs[:, :, rows] + runs[:, :, rows.start + k + 3 : rows.stop + k + 3]
-    r = torch.arange(rows.start, rows.stop)
+    r = torch.arange(rows.start, rows.stop, device=power.device)
     n_neighbours = ((r + k + 1).clamp(max=width) - (r - k).clamp(min=0)) - (
         (r + 3).clamp(max=width) - (r - 2).clamp(min=0)
     )

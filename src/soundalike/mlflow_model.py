@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import dataclasses
 import json
 import math
 import os
@@ -26,7 +27,7 @@ from typing import Any
 import pandas as pd
 
 from soundalike.config import Config, config_from_dict, config_to_dict
-from soundalike.errors import SoundalikeError
+from soundalike.errors import ConfigError, SoundalikeError
 
 INPUT_COLUMNS = ("audio_b64", "path", "text")
 PARAM_DEFAULTS = {
@@ -58,6 +59,13 @@ class SoundalikeSearchModel(mlflow.pyfunc.PythonModel if mlflow else object):
         import torch
 
         cfg = config_from_dict(json.loads(Path(context.artifacts["config"]).read_text()))
+        if "weights" in context.artifacts:
+            # The model's own copy of the weights: a serving endpoint cannot read the UC Volume the
+            # batch job used. The embedder's version holds the weights' SHA-256 and the Searcher
+            # refuses an index built with another version, so a corrupted copy cannot serve.
+            cfg = dataclasses.replace(
+                cfg, embedder=dataclasses.replace(cfg.embedder, weights_path=context.artifacts["weights"])
+            )
         self.cfg: Config = cfg
         model_config = getattr(context, "model_config", None) or {}
         if not torch.cuda.is_available():
@@ -173,7 +181,13 @@ def configure_mlflow(cfg: Config) -> str:
 
 
 def log_search_model(index_dir: str | os.PathLike, cfg: Config, *, example_audio: bytes, registered_model_name: str | None):
-    """Log the pyfunc (index + config as artifacts, this package as code) in the active run.
+    """Log the pyfunc (index, config and model weights as artifacts, this package as code) in the active run.
+
+    Embedder weights (``embedder.weights_path``) travel as the ``weights`` artifact, so a serving
+    endpoint loads them from the model, not from the path the batch job read. A LAION CLAP
+    checkpoint given as a file travels with its text-model folder, and the logged config names
+    the file in ``embedder.options.checkpoint``. laion-clap's model code travels as a code path
+    (it must be installed with ``--no-deps``, which ``pip_requirements`` cannot say).
 
     Returns the ``ModelInfo``; registers it under ``registered_model_name`` when given.
     """
@@ -185,8 +199,20 @@ def log_search_model(index_dir: str | os.PathLike, cfg: Config, *, example_audio
     import soundalike
 
     with tempfile.TemporaryDirectory() as tmp:
+        artifacts = {"index": str(index_dir)}
+        extra: tuple[str, ...] = ()
+        code_paths = [str(Path(soundalike.__file__).parent)]
+        if cfg.embedder.weights_path:
+            weights, cfg = _weights_artifact(cfg, Path(tmp) / "weights")
+            artifacts["weights"] = str(weights)
+        if cfg.embedder.name == "clap" or (cfg.embedder.name == "siamese" and _siamese_base(cfg) == "clap"):
+            laion = _laion_clap_package()
+            if laion is not None:
+                code_paths.append(laion)
+                extra = LAION_CLAP_REQUIREMENTS
         config_path = Path(tmp) / "config.json"
         config_path.write_text(json.dumps(config_to_dict(cfg), indent=2))
+        artifacts["config"] = str(config_path)
         example = pd.DataFrame({"audio_b64": [base64.b64encode(example_audio).decode()]})
         # Every column optional: which one a row uses is checked in predict, with a clear message.
         signature = infer_signature(example, None, params=PARAM_DEFAULTS)
@@ -198,20 +224,66 @@ def log_search_model(index_dir: str | os.PathLike, cfg: Config, *, example_audio
             name="model",
             # Models from code: MLflow keeps pyfunc_entry.py's source, nothing is pickled.
             python_model=str(Path(__file__).with_name("pyfunc_entry.py")),
-            artifacts={"index": str(index_dir), "config": str(config_path)},
-            code_paths=[str(Path(soundalike.__file__).parent)],
+            artifacts=artifacts,
+            code_paths=code_paths,
             signature=signature,
             input_example=(example, {"max_results": 5}),
             registered_model_name=registered_model_name,
-            pip_requirements=_pip_requirements(),
+            pip_requirements=_pip_requirements(extra),
         )
 
 
-def _pip_requirements() -> list[str]:
+def _weights_artifact(cfg: Config, staging: Path) -> tuple[Path, Config]:
+    """The directory to log as the ``weights`` artifact, and the config the served model reads."""
+    path = Path(cfg.embedder.weights_path).expanduser()
+    if not path.exists():
+        raise ConfigError(f"embedder.weights_path {path} does not exist; nothing to package with the model")
+    if path.is_dir():
+        return path, cfg
+    # A single checkpoint file (LAION CLAP): stage it with the text-model folder beside it.
+    # (MLflow refuses symlinks that resolve outside the logged folder: link the file, else copy it.)
+    import shutil
+
+    staging.mkdir(parents=True)
+    try:
+        os.link(path, staging / path.name)
+    except OSError:
+        shutil.copy2(path, staging / path.name)
+    options = dict(cfg.embedder.options)
+    text_dir = path.parent / options.get("text_model_dir", "roberta-base")
+    if text_dir.is_dir():
+        shutil.copytree(text_dir, staging / text_dir.name)
+    options["checkpoint"] = path.name
+    return staging, dataclasses.replace(cfg, embedder=dataclasses.replace(cfg.embedder, options=options))
+
+
+def _siamese_base(cfg: Config) -> str | None:
+    spec = Path(cfg.embedder.weights_path or "") / "siamese.json"
+    try:
+        return json.loads(spec.read_text()).get("base_embedder", {}).get("name")
+    except (OSError, ValueError, AttributeError):
+        return None
+
+
+def _laion_clap_package() -> str | None:
+    """The installed ``laion_clap`` package directory (shipped as code: it installs only with --no-deps)."""
+    import importlib.util
+
+    spec = importlib.util.find_spec("laion_clap")
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    return str(Path(list(spec.submodule_search_locations)[0]))
+
+
+#: What laion-clap's model code imports; laion-clap itself travels as code (see log_search_model).
+LAION_CLAP_REQUIREMENTS = ("torchvision", "torchlibrosa", "librosa", "h5py", "ftfy")
+
+
+def _pip_requirements(extra: tuple[str, ...] = ()) -> list[str]:
     from importlib.metadata import version
 
     names = ["numpy", "scipy", "pandas", "pyarrow", "soundfile", "soxr", "pyyaml", "torch", "transformers",
-             "faiss-cpu", "pydub", "mlflow"]
+             "faiss-cpu", "pydub", "mlflow", *extra]
     out = []
     for name in names:
         try:
