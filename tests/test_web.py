@@ -133,6 +133,31 @@ def test_text_search_without_a_text_tower_is_a_clear_400(served):
     response = client.post("/api/search/text", json={"text": "calm solo piano"})
     assert response.status_code == 400 and "no text tower" in response.json()["detail"]
     assert client.post("/api/search/text", json={"text": ""}).status_code == 422
+    response = client.post("/api/search/text", json={"text": "x" * 1001})
+    assert response.status_code == 400 and "at most 1000 characters" in response.json()["detail"]
+
+
+def test_text_search_with_a_clap_model_ranks_catalogue_songs(registered_search_model, tmp_path):
+    """A registered model over a tiny randomly initialised CLAP (text tower included) answers text."""
+    from conftest import register_search_model
+    from test_clap import save_tiny_transformers_clap, tiny_catalogue
+
+    m = registered_search_model
+    weights = save_tiny_transformers_clap(tmp_path / "clap")
+    paths = tiny_catalogue(tmp_path / "cat")
+    cfg = load_config(None, m.overrides + ["embedder.name=clap", f"embedder.weights_path={weights}",
+                                           "embedder.batch_size=4", "mlflow.model_name=soundalike_search_clap"])
+    uri = register_search_model([{"path": p, "title": p.stem, "tags": []} for p in paths], cfg, tmp_path / "index")
+    client = TestClient(create_app(cfg, LocalBackend(mlflow.pyfunc.load_model(uri), uri)))
+    assert client.get("/api/info").json()["text_search"] is True
+    response = client.post("/api/search/text", json={"text": "calm solo piano", "max_results": 3, "top_k_per_chunk": 6})
+    assert response.status_code == 200, response.text
+    out = response.json()
+    assert out["query_text"] == "calm solo piano" and out["query_clips"] == 1
+    ids = {hashlib.sha256(p.read_bytes()).hexdigest(): p for p in paths}
+    assert [r["rank"] for r in out["results"]] == [1, 2, 3] and {r["track_id"] for r in out["results"]} == set(ids)
+    assert out["results"][0]["combined_score"] == pytest.approx(1.0)
+    assert all(r["title"] == ids[r["track_id"]].stem for r in out["results"])
 
 
 # --------------------------------------------------------------------------- limits

@@ -97,7 +97,8 @@ class SearchResult(BaseModel):
 class TextQuery(BaseModel):
     """A description to search for (needs an embedder with a text tower, ``clap``)."""
 
-    text: str = Field(min_length=1, max_length=1000, examples=["calm solo piano"])
+    text: str = Field(min_length=1, examples=["calm solo piano"],
+                      description="checked by the model like a served text query (length, text tower)")
     max_results: int | None = None
     top_k_per_chunk: int | None = None
     vote_weight: float | None = None

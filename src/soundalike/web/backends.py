@@ -48,10 +48,6 @@ class BackendError(SoundalikeError):
         super().__init__(message)
 
 
-class CatalogueUnavailable(SoundalikeError):
-    """Catalogue clip audio was asked for where the catalogue files are not available."""
-
-
 def status_for_bad_request(message: str) -> int:
     """HTTP status for the pyfunc's INVALID_PARAMETER_VALUE message: 413 for size, else 400."""
     return 413 if "max_query_bytes" in message else 400
