@@ -11,6 +11,9 @@ VENV=${VENV:-.venv}
 need_apt=()
 command -v ffmpeg >/dev/null 2>&1 || need_apt+=(ffmpeg)     # pydub fallback (m4a/aac/wma), test fixtures
 command -v java >/dev/null 2>&1 || need_apt+=(openjdk-17-jre-headless)  # Spark 4.1 needs Java 17+
+# The web app's browser test drives Debian's Chromium with Playwright (Playwright's own browser
+# download is not used); a font so that the page and its screenshot render text.
+command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1 || need_apt+=(chromium fonts-dejavu-core)
 if [ ${#need_apt[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
     echo "bootstrap: installing system packages: ${need_apt[*]}"

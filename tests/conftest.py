@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import io
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -38,4 +40,90 @@ def write_audio(tmp_path):
     return _write
 
 
+LOCAL_CONF = Path(__file__).resolve().parents[1] / "conf" / "local.yaml"
+
 needs_ffmpeg = pytest.mark.skipif(shutil.which("ffmpeg") is None, reason="ffmpeg not on PATH (scripts/bootstrap.sh installs it)")
+
+
+
+def register_search_model(tracks: list[dict], cfg, index_dir) -> str:
+    """Index ``tracks`` without Spark and register them as ``<mlflow.model_name>@champion``.
+
+    The same artifacts the pipeline's index and register stages produce (FAISS index, id map,
+    ``tracks.parquet``, the config, the ``soundalike_search`` pyfunc in the profile's registry),
+    built from ``extract_track`` vectors, so tests of the model's callers need no Spark.
+
+    Parameters
+    ----------
+    tracks : list of dict
+        ``{"path", "title", "tags"}`` per catalogue file; the track id is the file's SHA-256.
+    cfg : Config
+    index_dir : path
+        Where the index is written before it is logged.
+
+    Returns
+    -------
+    str
+        The model URI, ``models:/<name>@champion``.
+    """
+    import mlflow
+    import pandas as pd
+
+    from soundalike.checksums import sha256_file
+    from soundalike.embedders import create_embedder
+    from soundalike.extract import extract_track
+    from soundalike.index import build_index
+    from soundalike.mlflow_model import configure_mlflow, log_search_model
+    from soundalike.search import TRACKS_FILE
+
+    embedder = create_embedder(cfg.embedder, clip_s=cfg.clips.clip_s)
+    vectors, tids, idx, starts, rows = [], [], [], [], []
+    for track in tracks:
+        track_id = sha256_file(track["path"])
+        clips = extract_track(track["path"], embedder, cfg.clips, batch_size=cfg.embedder.batch_size)
+        keep = clips.indexable
+        vectors.append(clips.vectors[keep])
+        tids += [track_id] * int(keep.sum())
+        idx += list(np.flatnonzero(keep))
+        starts += list(clips.start_s[keep])
+        rows.append({"track_id": track_id, "path": str(track["path"]), "title": track["title"],
+                     "tags": list(track["tags"])})
+    index = build_index(np.concatenate(vectors), np.array(tids, dtype=object), np.array(idx), np.array(starts),
+                        embedder=embedder.key, params=cfg.index)
+    index.save(index_dir)
+    pd.DataFrame(rows).to_parquet(Path(index_dir) / TRACKS_FILE, index=False)
+
+    example = io.BytesIO()
+    sf.write(example, melody(8000, 6.0), 8000, format="WAV", subtype="PCM_16")
+    experiment_id = configure_mlflow(cfg)
+    name = cfg.mlflow.model_name
+    with mlflow.start_run(experiment_id=experiment_id, run_name="index"):
+        info = log_search_model(index_dir, cfg, example_audio=example.getvalue(), registered_model_name=name)
+    mlflow.MlflowClient().set_registered_model_alias(name, "champion", str(info.registered_model_version))
+    return f"models:/{name}@champion"
+
+
+@pytest.fixture(scope="session")
+def registered_search_model(tmp_path_factory):
+    """An 8-track sample catalogue (mel embedder) registered by :func:`register_search_model`.
+
+    Returns a namespace: ``cfg``, ``overrides`` (``--set`` values), ``root`` (catalogue dir),
+    ``meta`` (its tracks), ``uri`` and ``model`` (loaded with ``mlflow.pyfunc.load_model``).
+    """
+    import types
+
+    mlflow = pytest.importorskip("mlflow")
+
+    from soundalike.config import load_config
+    from soundalike.sample import generate_catalogue, load_metadata
+
+    root = tmp_path_factory.mktemp("model_cat")
+    work = tmp_path_factory.mktemp("model_work")
+    generate_catalogue(root, n_tracks=8, seed=5, min_duration_s=30.0, max_duration_s=45.0, progress=False)
+    overrides = [f"workdir={work}", f"catalogue.path={root}", "embedder.device=cpu"]
+    cfg = load_config(LOCAL_CONF, overrides)
+    meta = load_metadata(root)
+    tracks = [{"path": root / t.file, "title": t.title, "tags": t.tags} for t in meta]
+    uri = register_search_model(tracks, cfg, work / "index")
+    return types.SimpleNamespace(cfg=cfg, overrides=overrides, root=root, meta=meta, uri=uri,
+                                 model=mlflow.pyfunc.load_model(uri))

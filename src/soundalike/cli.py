@@ -282,6 +282,49 @@ def _print_results(out: dict) -> None:
         print(f"{'':>6}clips: {shown}")
 
 
+# --------------------------------------------------------------------------- web
+
+
+def _web_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "web",
+        help="serve the search page and its JSON API",
+        description="Serve the web app: upload a recording, see the songs that sound like it, listen to the "
+                    "matched clips, compare two tracks. Queries go to the registered model loaded here "
+                    "(web.backend=local) or to a model-serving endpoint (web.backend=remote; URL and token "
+                    "from the environment variables web.endpoint_url_env / web.host_env and web.token_env).",
+    )
+    add_config_args(p)
+    p.add_argument("--model", default=None, metavar="URI",
+                   help="local backend: MLflow model URI (default: web.model_uri, else "
+                        "models:/<mlflow.model_name>@champion)")
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default: %(default)s)")
+    p.add_argument("--port", type=int, default=8000, help="port (default: %(default)s)")
+    p.set_defaults(handler=_run_web)
+
+
+def _run_web(args: argparse.Namespace) -> int:
+    import os
+
+    import uvicorn
+
+    from soundalike.config import load_config
+    from soundalike.web.app import create_app
+    from soundalike.web.backends import LocalBackend, RemoteBackend
+
+    cfg = load_config(args.conf, args.overrides)
+    if cfg.web.backend == "remote":
+        backend = RemoteBackend.from_env(cfg, os.environ)
+    else:
+        uri = args.model or cfg.web.model_uri or f"models:/{cfg.mlflow.model_name}@champion"
+        backend = LocalBackend(_load_search_model(cfg, uri), uri)
+    app = create_app(cfg, backend)
+    print(f"soundalike web: {backend.info.kind} backend {backend.info.model}; http://{args.host}:{args.port}/",
+          flush=True)
+    uvicorn.run(app, host=args.host, port=args.port, log_level="warning")
+    return 0
+
+
 # --------------------------------------------------------------------------- main
 
 def _train_parser(sub: argparse._SubParsersAction) -> None:
@@ -290,7 +333,7 @@ def _train_parser(sub: argparse._SubParsersAction) -> None:
     add_train_parser(sub)
 
 
-_PARSERS = (_compare_parser, _sample_parser, _pipeline_parsers, _query_parser, _train_parser)
+_PARSERS = (_compare_parser, _sample_parser, _pipeline_parsers, _query_parser, _train_parser, _web_parser)
 
 
 def build_parser() -> argparse.ArgumentParser:

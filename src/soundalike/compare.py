@@ -89,6 +89,8 @@ def compare_files(
     align: bool = False,
     max_offset_s: float | None = None,
     params: MelParams = COMPARE_MEL,
+    start_a_s: float = 0.0,
+    start_b_s: float = 0.0,
 ) -> Comparison:
     """Decode two tracks and :func:`compare_waves` them.
 
@@ -96,18 +98,20 @@ def compare_files(
     ----------
     a, b : path or bytes
     seconds : float
-        Compare the first ``seconds`` of each track (shorter ones are zero-padded);
+        Compare ``seconds`` of each track (shorter ones are zero-padded);
         ``0`` compares the whole tracks.
     sr : int
         Sample rate both are decoded at, Hz.
     align, max_offset_s, params
         See :func:`compare_waves`.
+    start_a_s, start_b_s : float
+        Where in each track the compared stretch starts, seconds (e.g. a matched clip's start).
     """
     if seconds < 0:
         raise ParameterError(f"seconds must be >= 0 (0 = whole track), got {seconds}")
     duration = seconds if seconds > 0 else None
-    wave_a = load_audio(a, sr, duration_s=duration)
-    wave_b = load_audio(b, sr, duration_s=duration)
+    wave_a = load_audio(a, sr, offset_s=start_a_s, duration_s=duration)
+    wave_b = load_audio(b, sr, offset_s=start_b_s, duration_s=duration)
     if duration is not None:
         n = int(round(duration * sr))
         wave_a, wave_b = _fit(wave_a, n), _fit(wave_b, n)

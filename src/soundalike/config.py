@@ -263,6 +263,55 @@ class TrainingConfig:
 
 
 @dataclass(frozen=True)
+class WebConfig:
+    """The web app (``soundalike web``, see :mod:`soundalike.web`).
+
+    Attributes
+    ----------
+    backend : str
+        ``"local"``: load the registered pyfunc in the web process; ``"remote"``: forward
+        queries to a model-serving endpoint's ``/invocations``.
+    model_uri : str or None
+        Local backend: the model to load; ``None``: ``models:/<mlflow.model_name>@champion``.
+    endpoint_url_env : str
+        Remote backend: environment variable holding the full ``/invocations`` URL. When it is
+        unset, the URL is ``$<host_env>/serving-endpoints/<endpoint_name>/invocations``.
+    host_env, token_env : str
+        Environment variables holding the workspace URL and the bearer token (Databricks).
+    endpoint_name : str
+    request_timeout_s : float
+        Remote backend: how long one forwarded query may take.
+    tracks_file : str or None
+        Remote backend: a ``tracks.parquet`` (the index artifact) mapping track ids to catalogue
+        files readable by the web process; ``None``: catalogue clip audio is unavailable (501).
+    clip_sample_rate_hz : int
+        Sample rate of catalogue clip audio sent to the browser.
+    max_compare_seconds : float
+        Longest stretch of each track the compare endpoint decodes.
+    """
+
+    backend: str = "local"
+    model_uri: str | None = None
+    endpoint_url_env: str = "SOUNDALIKE_SERVING_URL"
+    host_env: str = "DATABRICKS_HOST"
+    token_env: str = "DATABRICKS_TOKEN"
+    endpoint_name: str = "soundalike-search"
+    request_timeout_s: float = 120.0
+    tracks_file: str | None = None
+    clip_sample_rate_hz: int = 44100
+    max_compare_seconds: float = 120.0
+
+    def __post_init__(self) -> None:
+        if self.backend not in ("local", "remote"):
+            raise ConfigError(f"web.backend must be local or remote, got {self.backend!r}")
+        if not 8000 <= self.clip_sample_rate_hz <= 192000:
+            raise ConfigError(f"web.clip_sample_rate_hz must be in [8000, 192000], got {self.clip_sample_rate_hz}")
+        for name in ("request_timeout_s", "max_compare_seconds"):
+            if not getattr(self, name) > 0:
+                raise ConfigError(f"web.{name} must be positive, got {getattr(self, name)}")
+
+
+@dataclass(frozen=True)
 class Config:
     """The whole configuration of a soundalike deployment."""
 
@@ -277,6 +326,7 @@ class Config:
     spark: SparkConfig = field(default_factory=SparkConfig)
     mlflow: MlflowConfig = field(default_factory=MlflowConfig)
     training: TrainingConfig = field(default_factory=TrainingConfig)
+    web: WebConfig = field(default_factory=WebConfig)
 
     def workpath(self, *parts: str) -> Path:
         """A path inside the work dir."""
