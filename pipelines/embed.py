@@ -78,7 +78,7 @@ def _embed_batches(cfg_dict: dict):
         for pdf in batches:
             ids, paths = list(pdf["track_id"]), list(pdf["path"])
             results = extract_tracks(paths, embedder, cfg.clips, batch_size=cfg.embedder.batch_size,
-                                     decode_workers=workers)
+                                     decode_workers=workers, time_limit_s=cfg.catalogue.decode_timeout_s)
             for i, clips in results:
                 track_id, path = ids[i], paths[i]
                 if isinstance(clips, SoundalikeError):

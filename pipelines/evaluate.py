@@ -71,6 +71,9 @@ def run_evaluate(cfg: Config, spark: SparkSession | None = None, *, progress: bo
         index_dir = mlflow.artifacts.download_artifacts(run_id=run.info.run_id, artifact_path="index", dst_path=tmp)
         built_with = config_from_dict(json.loads((Path(index_dir) / "config.json").read_text()))
         searcher = Searcher.load(index_dir, built_with)
+        # Only tracks the index holds: a file quarantined by the embed stage has no clips to find.
+        indexed = set(searcher.index.track_ids)
+        tracks = [t for t in tracks if t.track_id in indexed]
         summary = evaluate(searcher.search, tracks, n_excerpts=n_excerpts, seed=seed,
                            hop_s=built_with.clips.hop_s, progress=progress)
         metrics = flat_metrics(summary)

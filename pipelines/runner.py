@@ -12,6 +12,7 @@ from soundalike_pipelines.embed import run_embed
 from soundalike_pipelines.evaluate import run_evaluate
 from soundalike_pipelines.index_build import run_index, run_register
 from soundalike_pipelines.ingest import run_ingest
+from soundalike_pipelines.lock import pipeline_lock
 from soundalike_pipelines.session import get_spark
 
 #: The stages of a catalogue refresh, in order. The bundle's job uses the same order.
@@ -25,11 +26,21 @@ STAGES: dict[str, Callable[[Config, SparkSession], object]] = {
 
 
 def run_pipeline(cfg: Config, stages: Sequence[str] | None = None, *, echo: Callable[[str], None] | None = None) -> dict:
-    """Run ``stages`` (default: all, in order) and return ``{stage: summary dict}``."""
+    """Run ``stages`` (default: all, in order) and return ``{stage: summary dict}``.
+
+    Holds the work dir's pipeline lock (:mod:`soundalike_pipelines.lock`) throughout: a second
+    run on the same work dir fails at once with :class:`~soundalike_pipelines.lock.PipelineBusyError`.
+    When ``ingest`` or ``embed`` ran, ``"catalogue"`` reports good / quarantined / skipped files.
+    """
     names = list(STAGES) if not stages else list(stages)
     unknown = [s for s in names if s not in STAGES]
     if unknown:
         raise ConfigError(f"unknown stage(s) {', '.join(unknown)}; stages: {', '.join(STAGES)}")
+    with pipeline_lock(cfg):
+        return _run(cfg, names, echo)
+
+
+def _run(cfg: Config, names: list[str], echo) -> dict:
     spark = get_spark(cfg)
     results = {}
     for name in STAGES:  # always in pipeline order, whatever order they were named in
@@ -41,4 +52,47 @@ def run_pipeline(cfg: Config, stages: Sequence[str] | None = None, *, echo: Call
         results[name] = summary.to_json()
         if echo:
             echo(f"[{name}] " + ", ".join(f"{k}={v}" for k, v in results[name].items()))
+    if {"ingest", "embed"} & set(names):
+        results["catalogue"] = catalogue_status(cfg, spark)
+        if echo:
+            status = results["catalogue"]
+            echo(f"[catalogue] good={status['good']}, quarantined={status['quarantined']}, "
+                 f"skipped={status['skipped']}")
+            for row in status["problems"]:
+                echo(f"  {row['kind']}: {row['path']} ({row['stage']}: {row['message']})")
     return results
+
+
+#: Error classes that mean "nothing to embed" rather than "something is wrong with the file".
+SKIPPED_CLASSES = ("TooShort",)
+
+
+def catalogue_status(cfg: Config, spark: SparkSession, *, show: int = 50) -> dict:
+    """Where every catalogue file stands: ``good`` (has clips under the current clip policy),
+    ``quarantined`` (in ``ingest_errors``: undecodable, too large, timed out, ...), ``skipped``
+    (decodable but too short for one clip); and the first ``show`` problem files with reasons."""
+    from pyspark.sql import functions as F
+
+    from soundalike.extract import clip_policy
+
+    tracks = spark.table(cfg.tables.name("tracks")).select("path", "track_id")
+    clips = spark.table(cfg.tables.name("clips")).where(F.col("clip_policy") == clip_policy(cfg.clips))
+    good = tracks.join(clips.select("track_id").distinct(), "track_id").select("path").distinct().count()
+    errors = (spark.table(cfg.tables.name("ingest_errors"))
+              .select("path", "stage", "error_class", "message").orderBy("path", "stage").collect())
+    kinds = {}
+    for row in errors:
+        kind = "skipped" if row["error_class"] in SKIPPED_CLASSES else "quarantined"
+        if kinds.get(row["path"]) != "quarantined":  # a path quarantined at any stage stays so
+            kinds[row["path"]] = kind
+    problems = [
+        {"kind": kinds[row["path"]], "path": row["path"], "stage": row["stage"],
+         "error_class": row["error_class"], "message": (row["message"] or "")[:300]}
+        for row in errors[:show]
+    ]
+    return {
+        "good": good,
+        "quarantined": sum(1 for k in kinds.values() if k == "quarantined"),
+        "skipped": sum(1 for k in kinds.values() if k == "skipped"),
+        "problems": problems,
+    }

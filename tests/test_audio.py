@@ -129,3 +129,40 @@ def test_bad_parameters_raise_parameter_error(write_audio, kwargs):
     with pytest.raises(ParameterError):
         load_audio(path, **kwargs)
     assert issubclass(ParameterError, SoundalikeError)
+
+
+@pytest.mark.parametrize("fmt,subtype", [("FLAC", None), ("MP3", "MPEG_LAYER_III"), ("WAV", "PCM_16")])
+@pytest.mark.parametrize("as_bytes", [True, False], ids=["bytes", "file"])
+def test_a_cut_off_file_is_a_truncation_error_not_a_shorter_track(fmt, subtype, as_bytes, tmp_path):
+    """An interrupted copy must not be indexed as a shorter song: FLAC loses sync, MP3 ends long
+    before its Xing header's length, a WAV's data chunk declares more than the file holds."""
+    import io
+
+    from conftest import melody
+
+    buf = io.BytesIO()
+    sf.write(buf, melody(44100, 20.0, seed=1), 44100, format=fmt, subtype=subtype)
+    cut = buf.getvalue()[: int(len(buf.getvalue()) * 0.4)]
+    source = cut
+    if not as_bytes:
+        source = tmp_path / f"cut.{fmt.lower()}"
+        source.write_bytes(cut)
+    with pytest.raises(AudioDecodeError, match="truncated|lost sync"):
+        load_audio(source, 22050)
+
+
+def test_a_wav_whose_header_overstates_its_length_is_refused_and_an_honest_one_reads():
+    import io
+
+    from conftest import melody
+
+    buf = io.BytesIO()
+    sf.write(buf, melody(22050, 12.0, seed=2), 22050, format="WAV", subtype="PCM_16")
+    data = bytearray(buf.getvalue())
+    assert load_audio(bytes(data), 22050).shape[0] == 12 * 22050
+    at = data.find(b"data")
+    data[at + 4 : at + 8] = (int.from_bytes(data[at + 4 : at + 8], "little") * 10).to_bytes(4, "little")
+    with pytest.raises(AudioDecodeError, match="WAV header declares 120.00 s"):
+        load_audio(bytes(data), 22050)
+    data[at + 4 : at + 8] = (0xFFFFFFFF).to_bytes(4, "little")  # a streaming writer's "unknown length"
+    assert load_audio(bytes(data), 22050).shape[0] == 12 * 22050

@@ -133,3 +133,20 @@ def test_extract_tracks_on_cuda_matches_the_cpu_path(track, tmp_path):
         np.testing.assert_array_equal(result.is_noise, want.is_noise)
         np.testing.assert_allclose(result.rms_db, want.rms_db, atol=1e-3)
         np.testing.assert_allclose(result.vectors, want.vectors, atol=2e-3)
+
+
+@pytest.mark.parametrize("workers", [0, 2], ids=["in-turn", "decode-threads"])
+def test_a_file_over_the_time_limit_is_an_error_and_the_others_go_on(track, tmp_path, workers):
+    """catalogue.decode_timeout_s: a slow file yields an AudioDecodeError naming the limit; the
+    files after it are still extracted."""
+    from soundalike.errors import AudioDecodeError
+    from soundalike.extract import extract_tracks
+
+    slow = tmp_path / "slow.flac"
+    sf.write(slow, melody(SR, 600.0, seed=3), SR)  # 10 minutes: far over a 1 ms limit
+    embedder = create_embedder(EmbedderConfig(name="mel", device="cpu", options={"hop_length": 512}),
+                               clip_s=CFG.clip_s)
+    got = dict(extract_tracks([slow], embedder, CFG, decode_workers=workers, time_limit_s=1e-3))
+    assert isinstance(got[0], AudioDecodeError) and "decode_timeout_s=0.001" in str(got[0])
+    got = dict(extract_tracks([slow, track], embedder, CFG, decode_workers=workers, time_limit_s=60.0))
+    assert len(got[0]) == 60 and len(got[1]) == 3

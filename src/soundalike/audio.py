@@ -144,8 +144,12 @@ def load_audio(
 
     try:
         data, native_sr = _read_libsndfile(source, offset_s, duration_s)
+    except _Truncated as exc:
+        raise AudioDecodeError(describe_source(source), str(exc)) from None
     except (sf.LibsndfileError, RuntimeError, TypeError, ValueError) as exc:
-        if not _ffmpeg_may_help(source):
+        if not _ffmpeg_may_help(source) or _libsndfile_opens(source):
+            # libsndfile read the header, so the format is its own and the stream is broken
+            # (a truncated FLAC "loses sync"): ffmpeg would only decode the part before the damage.
             raise AudioDecodeError(describe_source(source), _libsndfile_reason(exc)) from None
         segment = _pydub_segment(source, offset_s=offset_s, duration_s=duration_s)
         data = _segment_to_array(segment)
@@ -178,7 +182,67 @@ def _read_libsndfile(
                 f.read(start, dtype="float32", always_2d=True)
         frames = -1 if duration_s is None else int(round(duration_s * native_sr))
         data = f.read(frames, dtype="float32", always_2d=True)
+        promised = max(0, f.frames - start) if frames < 0 else min(frames, max(0, f.frames - start))
+        if f.format == "WAV":
+            _check_wav_length(source, native_sr * f.channels * _WAV_SAMPLE_BYTES.get(f.subtype, 2))
+    short = promised - data.shape[0]
+    if f.frames > 0 and short > max(TRUNCATION_TOLERANCE_S * native_sr, TRUNCATION_TOLERANCE * promised):
+        raise _Truncated(
+            f"truncated: the header promises {promised / native_sr:.2f} s from {offset_s:g} s, "
+            f"but only {data.shape[0] / native_sr:.2f} s can be decoded"
+        )
     return data, native_sr
+
+
+#: A decode this much shorter than the header promises (seconds, and fraction) is a truncated file.
+TRUNCATION_TOLERANCE_S = 1.0
+TRUNCATION_TOLERANCE = 0.05
+
+
+class _Truncated(Exception):
+    """The file ends long before its header says (an interrupted copy or download)."""
+
+
+_WAV_SAMPLE_BYTES = {"PCM_U8": 1, "PCM_S8": 1, "PCM_16": 2, "PCM_24": 3, "PCM_32": 4, "FLOAT": 4, "DOUBLE": 8,
+                     "ULAW": 1, "ALAW": 1}
+
+
+def _check_wav_length(source: AudioSource, bytes_per_s: int) -> None:
+    """Raise :class:`_Truncated` when a RIFF header declares far more audio than the file holds.
+
+    libsndfile quietly reads what is there; a header that overstates its data means a cut-off
+    copy. Streaming writers' "unknown" sizes (0 or 0xFFFFFFFF) are accepted.
+    """
+    if isinstance(source, (bytes, bytearray, memoryview)):
+        head, total = bytes(source[:65536]), len(source)
+    else:
+        with open(source, "rb") as fh:
+            head = fh.read(65536)
+        total = os.path.getsize(source)
+    if head[:4] != b"RIFF" or head[8:12] != b"WAVE":
+        return
+    pos = 12
+    while pos + 8 <= len(head):
+        chunk, size = head[pos : pos + 4], int.from_bytes(head[pos + 4 : pos + 8], "little")
+        if chunk == b"data":
+            available = total - (pos + 8)
+            if size in (0, 0xFFFFFFFF) or size <= available:
+                return
+            if size - available > max(TRUNCATION_TOLERANCE_S * bytes_per_s, TRUNCATION_TOLERANCE * size):
+                raise _Truncated(
+                    f"truncated: the WAV header declares {size / bytes_per_s:.2f} s of audio, "
+                    f"the file holds {max(available, 0) / bytes_per_s:.2f} s"
+                )
+            return
+        pos += 8 + size + (size & 1)
+
+
+def _libsndfile_opens(source: AudioSource) -> bool:
+    try:
+        sf.info(_as_soundfile_input(source))
+    except Exception:  # noqa: BLE001 - any failure means "not libsndfile's"
+        return False
+    return True
 
 
 def _as_soundfile_input(source: AudioSource) -> Union[str, BinaryIO]:
@@ -209,6 +273,8 @@ def _check_source(source: AudioSource) -> None:
         raise AudioDecodeError(str(path), "file does not exist")
     if path.is_dir():
         raise AudioDecodeError(str(path), "is a directory, not an audio file")
+    if not path.is_file():  # opening a FIFO or a device would block or never end
+        raise AudioDecodeError(str(path), "is not a regular file (a FIFO, socket or device)")
     if not os.access(path, os.R_OK):
         raise AudioDecodeError(str(path), "permission denied")
     if path.stat().st_size == 0:

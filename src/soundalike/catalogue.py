@@ -44,8 +44,9 @@ def scan_catalogue(root: str | os.PathLike, *, extensions: tuple[str, ...]) -> I
     """Yield the audio files under ``root`` (recursively, sorted), by extension.
 
     Hidden files and directories are skipped. Entries that look like audio files but are not
-    regular files (a directory named ``x.mp3``) or cannot be read are still yielded, so that the
-    ingest stage records *why* they were not ingested instead of ignoring them silently.
+    regular files (a directory named ``x.mp3``, a FIFO, a broken link) or cannot be read are still
+    yielded, so that the ingest stage records *why* they were not ingested instead of ignoring
+    them silently.
 
     Raises
     ------
@@ -66,10 +67,15 @@ def scan_catalogue(root: str | os.PathLike, *, extensions: tuple[str, ...]) -> I
             path = Path(dirpath, name)
             try:
                 st = path.stat()
+                where = path.resolve()
             except OSError:
-                continue
+                try:  # a broken symbolic link: yielded under its own name, so that ingest records it
+                    st = path.lstat()
+                    where = path.absolute()
+                except OSError:
+                    continue
             size = st.st_size if path.is_file() else 0
-            yield CatalogueFile(path=str(path.resolve()), bytes=int(size), modified_s=float(st.st_mtime))
+            yield CatalogueFile(path=str(where), bytes=int(size), modified_s=float(st.st_mtime))
 
 
 def describe_track(path: str | os.PathLike, *, max_file_bytes: int) -> TrackInfo:

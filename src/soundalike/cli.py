@@ -333,7 +333,34 @@ def _train_parser(sub: argparse._SubParsersAction) -> None:
     add_train_parser(sub)
 
 
-_PARSERS = (_compare_parser, _sample_parser, _pipeline_parsers, _query_parser, _train_parser, _web_parser)
+def _serve_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "serve",
+        help="serve the registered query model locally (mlflow models serve on <model_name>@champion)",
+        description="Run MLflow's scoring server on the champion soundalike_search model: POST "
+        "dataframe_records with audio_b64 or text to /invocations, as on Databricks Model Serving.",
+    )
+    add_config_args(p)
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=5001)
+    p.add_argument("--workers", type=int, default=1, help="server worker processes (default: %(default)s)")
+    p.set_defaults(handler=_serve)
+
+
+def _serve(args: argparse.Namespace) -> int:
+    import subprocess
+
+    from soundalike.config import load_config
+    from soundalike.mlflow_model import configure_mlflow
+    from soundalike.serving import serve_command, serve_env
+
+    cfg = load_config(args.conf, args.overrides)
+    configure_mlflow(cfg)
+    return subprocess.call(serve_command(cfg, host=args.host, port=args.port, workers=args.workers), env=serve_env())
+
+
+_PARSERS = (_compare_parser, _sample_parser, _pipeline_parsers, _query_parser, _train_parser, _web_parser,
+            _serve_parser)
 
 
 def build_parser() -> argparse.ArgumentParser:

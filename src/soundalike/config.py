@@ -36,6 +36,13 @@ class CatalogueConfig:
     extensions: tuple[str, ...] = ("wav", "flac", "ogg", "opus", "mp3", "m4a", "aac", "wma", "aif", "aiff")
     metadata_file: str = "catalogue.json"
     max_file_bytes: int = 2_000_000_000
+    decode_timeout_s: float = 600.0
+
+    def __post_init__(self):
+        if self.max_file_bytes < 1:
+            raise ValueError(f"catalogue.max_file_bytes must be >= 1, got {self.max_file_bytes}")
+        if self.decode_timeout_s <= 0:
+            raise ValueError(f"catalogue.decode_timeout_s must be > 0, got {self.decode_timeout_s}")
 
 
 @dataclass(frozen=True)

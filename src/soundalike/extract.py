@@ -21,19 +21,23 @@ the ones :func:`extract_track` gives for each file (up to float rounding of the 
 from __future__ import annotations
 
 import collections
+import contextlib
+import signal
+import threading
 from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FuturesTimeout
 from dataclasses import dataclass
 from typing import Iterable, Iterator
 
 import numpy as np
 import torch
 
-from soundalike.audio import AudioSource, load_audio, probe_audio
+from soundalike.audio import AudioSource, describe_source, load_audio, probe_audio
 from soundalike.clips import chunk, clip_starts
 from soundalike.config import ClipsConfig
 from soundalike.embedders.base import Embedder
 from soundalike.embedders.mel import MelEmbedder
-from soundalike.errors import ParameterError
+from soundalike.errors import AudioDecodeError, ParameterError
 from soundalike.features import stft_power
 from soundalike.flags import analysis_frame, clip_flags
 
@@ -222,6 +226,7 @@ def extract_tracks(
     batch_size: int = 32,
     decode_workers: int = 0,
     window_s: float = 600.0,
+    time_limit_s: float | None = None,
 ) -> Iterator[tuple[int, "TrackClips | Exception"]]:
     """:func:`extract_track` over many files, decoding ahead while the embedder works.
 
@@ -234,6 +239,12 @@ def extract_tracks(
         Threads that decode, resample and cut the files ahead of the embedder (at most
         ``2 * decode_workers`` files ahead). ``0`` runs :func:`extract_track` on each file in
         turn, which is what a CPU embedder wants (there the decoding competes for the same cores).
+    time_limit_s : float or None
+        A file that takes longer than this yields an :class:`~soundalike.errors.AudioDecodeError`
+        instead of holding up the rest (``catalogue.decode_timeout_s``). In turn, the limit
+        covers the file's whole extraction and is enforced by ``SIGALRM`` when running in the
+        main thread (Spark's Python workers do); with decode threads it bounds the wait for the
+        file's decode, and a decoder that never returns is abandoned in its thread.
 
     Yields
     ------
@@ -261,7 +272,9 @@ def extract_tracks(
     if decode_workers == 0 or _shared_frame(embedder, sr) is not None:
         for i, source in enumerate(sources):
             try:
-                yield i, extract_track(source, embedder, clips_cfg, batch_size=batch_size, window_s=window_s)
+                with _time_limit(time_limit_s, source):
+                    result = extract_track(source, embedder, clips_cfg, batch_size=batch_size, window_s=window_s)
+                yield i, result
             except Exception as exc:  # noqa: BLE001 - one bad file must not stop the others
                 yield i, exc
         return
@@ -270,7 +283,8 @@ def extract_tracks(
     done: dict[int, "TrackClips | Exception"] = {}
     order: collections.deque = collections.deque()  # indices not yet yielded
     iterator = enumerate(sources)
-    with ThreadPoolExecutor(decode_workers, thread_name_prefix="soundalike-decode") as pool:
+    pool = ThreadPoolExecutor(decode_workers, thread_name_prefix="soundalike-decode")
+    try:
 
         def refill() -> None:
             while len(pending) < 2 * decode_workers:
@@ -286,18 +300,23 @@ def extract_tracks(
             i, source, future = pending.popleft()
             refill()
             try:
-                decoded = future.result()
+                decoded = future.result(timeout=time_limit_s)
+            except FuturesTimeout:
+                future.cancel()
+                done[i] = AudioDecodeError(describe_source(source), _timeout_reason(time_limit_s))
+                decoded = False
             except Exception as exc:  # noqa: BLE001
                 done[i] = exc
-            else:
-                if decoded is None:  # too long to hold: flush, then window by window
-                    batcher.flush(done)
-                    try:
+                decoded = False
+            if decoded is None:  # too long to hold: flush, then window by window
+                batcher.flush(done)
+                try:
+                    with _time_limit(time_limit_s, source):
                         done[i] = extract_track(source, embedder, clips_cfg, batch_size=batch_size, window_s=window_s)
-                    except Exception as exc:  # noqa: BLE001
-                        done[i] = exc
-                else:
-                    batcher.add(i, decoded, done)
+                except Exception as exc:  # noqa: BLE001
+                    done[i] = exc
+            elif decoded is not False:  # False: its error is already in done
+                batcher.add(i, decoded, done)
             while order and order[0] in done:
                 j = order.popleft()
                 yield j, done.pop(j)
@@ -305,6 +324,37 @@ def extract_tracks(
         while order:
             j = order.popleft()
             yield j, done.pop(j)
+    finally:  # never wait for a decoder that hangs
+        pool.shutdown(wait=False, cancel_futures=True)
+
+
+def _timeout_reason(seconds: float) -> str:
+    return f"decoding took longer than catalogue.decode_timeout_s={seconds:g} s; file skipped"
+
+
+class _Timeout(BaseException):
+    """Raised by the alarm inside :func:`_time_limit` (BaseException: no ``except Exception`` eats it)."""
+
+
+@contextlib.contextmanager
+def _time_limit(seconds: float | None, source: AudioSource):
+    """Raise AudioDecodeError when the block runs longer than ``seconds`` (main thread only)."""
+    if not seconds or threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def alarm(signum, frame):
+        raise _Timeout()
+
+    previous = signal.signal(signal.SIGALRM, alarm)
+    signal.setitimer(signal.ITIMER_REAL, seconds)
+    try:
+        yield
+    except _Timeout:
+        raise AudioDecodeError(describe_source(source), _timeout_reason(seconds)) from None
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
 
 
 @dataclass

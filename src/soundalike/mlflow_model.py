@@ -230,6 +230,9 @@ def log_search_model(index_dir: str | os.PathLike, cfg: Config, *, example_audio
             input_example=(example, {"max_results": 5}),
             registered_model_name=registered_model_name,
             pip_requirements=_pip_requirements(extra),
+            # Keys a loader may override (MLflow only lets load_model set keys logged here):
+            # paths stay disabled unless a local caller names a root.
+            model_config={"allowed_path_root": "", "torch_threads": 1},
         )
 
 
