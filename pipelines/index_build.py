@@ -33,6 +33,7 @@ from soundalike.errors import SoundalikeError
 from soundalike.extract import clip_policy
 from soundalike.index import build_index, choose_factory, recall_at_k
 from soundalike.search import TRACKS_FILE
+from soundalike_pipelines.endpoint import point_endpoint_at
 from soundalike_pipelines.session import ensure_tables, get_spark
 from soundalike_pipelines.summary import StageSummary
 
@@ -64,6 +65,7 @@ class RegisterSummary(StageSummary):
     index_run_id: str
     champion: str | None
     gate: str
+    endpoint: str
     seconds: float
 
 
@@ -173,8 +175,10 @@ def run_register(cfg: Config, spark: SparkSession | None = None) -> RegisterSumm
     existing = [v for v in _versions(client, name) if v.tags.get(INDEX_RUN_TAG) == run.info.run_id]
     if existing:
         champion = _champion_version(client, name)
+        # Idempotent: an endpoint update that failed last time is retried with the same champion.
+        endpoint = point_endpoint_at(cfg, name, champion) if champion else "no champion"
         return RegisterSummary(name, str(existing[0].version), False, run.info.run_id, champion,
-                               existing[0].tags.get(GATE_TAG, ""), round(time.perf_counter() - started, 2))
+                               existing[0].tags.get(GATE_TAG, ""), endpoint, round(time.perf_counter() - started, 2))
     with tempfile.TemporaryDirectory(dir=_tmp_root(cfg)) as tmp:
         index_dir = mlflow.artifacts.download_artifacts(run_id=run.info.run_id, artifact_path="index", dst_path=tmp)
         with mlflow.start_run(run_id=run.info.run_id):
@@ -185,7 +189,9 @@ def run_register(cfg: Config, spark: SparkSession | None = None) -> RegisterSumm
     client.set_model_version_tag(name, version, GATE_TAG, gate)
     if promote:
         client.set_registered_model_alias(name, CHAMPION, version)
-    return RegisterSummary(name, version, True, run.info.run_id, _champion_version(client, name), gate,
+    champion = _champion_version(client, name)
+    endpoint = point_endpoint_at(cfg, name, champion) if champion else "no champion"
+    return RegisterSummary(name, version, True, run.info.run_id, champion, gate, endpoint,
                            round(time.perf_counter() - started, 2))
 
 

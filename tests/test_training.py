@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from soundalike.config import load_config
+from soundalike.config import ClipsConfig, load_config
 from soundalike.errors import ConfigError, ModelWeightsError, ParameterError
 from soundalike.training.dataset import LabelledTrack, split_tracks
 from soundalike.training.model import (
@@ -294,7 +294,25 @@ def test_train_command_trains_evaluates_saves_logs_and_registers(tiny_catalogue,
     version = client.get_model_version("soundalike_siamese", "1")
     assert version.tags["embedder"] == emb.key
     fetched = mlflow.artifacts.download_artifacts("models:/soundalike_siamese/1", dst_path=str(tmp_path / "dl"))
-    assert (Path(fetched) / WEIGHTS_FILE).read_bytes() == (model_dir / WEIGHTS_FILE).read_bytes()
+    assert (Path(fetched) / "artifacts" / model_dir.name / WEIGHTS_FILE).read_bytes() == (model_dir / WEIGHTS_FILE).read_bytes()
+    # The registered model is an MLflow model with a signature that embeds audio like the catalogue.
+    model = mlflow.pyfunc.load_model("models:/soundalike_siamese/1")
+    assert model.metadata.signature is not None
+    import base64
+    import io
+
+    import pandas as pd
+    import soundfile as sf
+
+    from soundalike.extract import extract_track
+    from soundalike.sample import synthesize_track
+
+    buf = io.BytesIO()
+    sf.write(buf, synthesize_track("piano_arpeggio", duration_s=7.0, sample_rate_hz=22050, seed=3), 22050, format="WAV")
+    answer = model.predict(pd.DataFrame({"audio_b64": [base64.b64encode(buf.getvalue()).decode()]}))[0]
+    want = extract_track(buf.getvalue(), emb, ClipsConfig(clip_s=2.0, hop_s=2.0, min_tail_s=1.0))
+    assert answer["embedder"] == emb.key
+    np.testing.assert_allclose(np.array(answer["vectors"]), want.vectors, atol=1e-5)
 
 
 @pytest.fixture(scope="module")

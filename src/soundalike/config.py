@@ -169,6 +169,7 @@ class MlflowConfig:
     registry_uri: str | None = None
     experiment: str = "soundalike"
     model_name: str = "soundalike_search"
+    serving_endpoint: str | None = None
 
 
 @dataclass(frozen=True)

@@ -1,10 +1,12 @@
 """MLflow for a training run: params, the loss curve, the held-out metrics, the model, the registry.
 
-The model is registered as the directory the ``siamese`` embedder reads (``siamese.json`` and
-``siamese.safetensors``, plus ``training.json``), logged as the run's ``siamese/`` artifacts. To
-embed with a registered version elsewhere, download it and point ``embedder.weights_path`` at it::
+The branch directory the ``siamese`` embedder reads (``siamese.json`` and ``siamese.safetensors``,
+plus ``training.json``) is logged as the run's ``siamese/`` artifacts and registered as an MLflow
+model with a signature (:mod:`soundalike.mlflow_embedder`: it embeds audio files with the branch;
+Unity Catalog registers nothing else). To embed a catalogue with a registered version, download
+its weights and point ``embedder.weights_path`` at them::
 
-    mlflow artifacts download -u models:/soundalike_siamese/1 -d /Volumes/<catalog>/<schema>/weights/siamese
+    mlflow artifacts download -u models:/soundalike_siamese/1 -d /tmp/m   # then /tmp/m/artifacts/siamese
 
 Metric names: ``train_loss`` (per epoch, ``step`` = epoch), and for the held-out evaluation
 ``<learned|baseline>_<catalogue|heldout>_<precision_at_5|mean_tag_similarity_at_5>`` plus
@@ -13,6 +15,7 @@ Metric names: ``train_loss`` (per epoch, ``step`` = epoch), and for the held-out
 
 from __future__ import annotations
 
+import dataclasses
 import tempfile
 from pathlib import Path
 
@@ -49,8 +52,8 @@ def log_training_run(cfg: Config, result: TrainingResult) -> dict:
     """
     import mlflow
     from mlflow import MlflowClient
-    from mlflow.exceptions import MlflowException
 
+    from soundalike.mlflow_embedder import log_embedder_model
     from soundalike.mlflow_model import configure_mlflow
 
     experiment_id = configure_mlflow(cfg)
@@ -68,17 +71,14 @@ def log_training_run(cfg: Config, result: TrainingResult) -> dict:
             mlflow.log_artifact(str(png))
         version = None
         if t.register:
+            # An MLflow model with a signature (what Unity Catalog registers), carrying the branch.
+            served = dataclasses.replace(cfg, embedder=dataclasses.replace(
+                cfg.embedder, name="siamese", weights_path=str(result.model_dir), options={}))
+            info = log_embedder_model(result.model_dir, served, example_audio=b"RIFF", registered_model_name=t.model_name)
+            version = int(info.registered_model_version)
             client = MlflowClient()
-            try:
-                client.get_registered_model(t.model_name)
-            except MlflowException:
-                client.create_registered_model(
-                    t.model_name, description="siamese embedder trained by `soundalike train` (embedder.name=siamese)")
-            mv = client.create_model_version(
-                t.model_name, source=f"{run.info.artifact_uri}/siamese", run_id=run.info.run_id,
-                tags={"embedder": result.embedder_key, "weights_sha256": result.weights_sha256},
-            )
-            version = int(mv.version)
+            client.set_model_version_tag(t.model_name, str(version), "embedder", result.embedder_key)
+            client.set_model_version_tag(t.model_name, str(version), "weights_sha256", result.weights_sha256)
         return {"run_id": run.info.run_id, "experiment_id": experiment_id, "artifact_uri": run.info.artifact_uri,
                 "model_name": t.model_name if t.register else None, "model_version": version}
 
