@@ -209,3 +209,26 @@ def test_an_index_build_that_fails_half_way_is_never_registered(hostile, hostile
     summary = run_register(changed, get_spark(changed))
     after = mlflow.MlflowClient().get_model_version_by_alias(cfg.mlflow.model_name, "champion")
     assert str(after.version) == str(before.version) == summary.version and summary.registered is False
+
+
+def test_a_two_hour_file_is_decoded_in_bounded_memory(hostile):
+    """extract_track reads a long file window by window: peak memory grows by far less than the
+    decoded track (two hours at 22.05 kHz is 635 MB of float32) would take."""
+    _, _, root, *_ = hostile
+    script = (
+        "import resource, sys\n"
+        "from soundalike.config import ClipsConfig, EmbedderConfig\n"
+        "from soundalike.embedders import create_embedder\n"
+        "from soundalike.extract import extract_track\n"
+        "import torch; torch.set_num_threads(1)\n"
+        "emb = create_embedder(EmbedderConfig(name='mel', device='cpu'), clip_s=10.0)\n"
+        "before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss\n"
+        "n = len(extract_track(sys.argv[1], emb, ClipsConfig()))\n"
+        "after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss\n"
+        "print(n, (after - before) // 1024)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", script, str(root / "two hours.flac")], capture_output=True,
+                         text=True, check=True, timeout=600).stdout.split()
+    clips, grown_mb = int(out[0]), int(out[1])
+    assert clips == 720
+    assert grown_mb < 300, f"peak memory grew {grown_mb} MB decoding a two-hour file"
