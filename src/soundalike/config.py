@@ -185,6 +185,57 @@ class FingerprintConfig:
 
 
 @dataclass(frozen=True)
+class DuplicatesConfig:
+    """How ``soundalike duplicates`` pairs catalogue tracks (see :mod:`soundalike.duplicates`).
+
+    Attributes
+    ----------
+    min_aligned_hits : int
+        A duplicate needs at least this many landmarks agreeing on one offset ...
+    min_coverage : float
+        ... spread over at least this share of the shorter track.
+    min_score : float
+        ... holding at least this share of the shorter track's landmarks ...
+    min_aligned_similarity : float
+        ... and sounding the same there (spectral correlation at the offset); between
+        ``version_min_aligned_similarity`` and this, an aligned pair is a ``version``.
+    version_min_aligned_similarity : float
+    coverage_bin_s : float
+        Coverage is counted in bins of this many seconds.
+    same_length_tolerance_s : float
+        Equal lengths and offset ≈ 0 within this: ``re-encode``; otherwise ``contained``.
+    versions : bool
+        Look for versions (same piece, other recording) among non-duplicates.
+    version_min_score : float
+        Pitch-sequence agreement (chance = 0) a version needs.
+    version_min_overlap_s : float
+        The agreement must hold over at least this much (or 80 % of the shorter track).
+    version_tempo_range : tuple of float
+        Tempo ratios tried between two versions, and how many steps (geometric).
+    version_tempo_steps : int
+    evidence_clip_s : float
+        Evidence stretches are this long ...
+    max_evidence : int
+        ... and at most this many are kept per pair.
+    """
+
+    min_aligned_hits: int = 40
+    min_coverage: float = 0.3
+    min_score: float = 0.03
+    min_aligned_similarity: float = 0.65
+    version_min_aligned_similarity: float = 0.4
+    coverage_bin_s: float = 2.0
+    same_length_tolerance_s: float = 1.0
+    versions: bool = True
+    version_min_score: float = 0.3
+    version_min_overlap_s: float = 20.0
+    version_tempo_range: tuple[float, ...] = (0.7, 1.43)
+    version_tempo_steps: int = 37
+    evidence_clip_s: float = 10.0
+    max_evidence: int = 50
+
+
+@dataclass(frozen=True)
 class EvaluationConfig:
     """How the evaluate stage measures an index (see :mod:`soundalike.evaluation`)."""
 
@@ -208,6 +259,8 @@ class TablesConfig:
     clips: str = "clips"
     embeddings: str = "embeddings"
     ingest_errors: str = "ingest_errors"
+    duplicates: str = "duplicates"
+    fingerprints: str = "fingerprints"
 
     def name(self, table: str) -> str:
         """Fully qualified name of one of the tables, e.g. ``name("tracks")``."""
@@ -346,6 +399,7 @@ class Config:
     index: IndexConfig = field(default_factory=IndexConfig)
     query: QueryConfig = field(default_factory=QueryConfig)
     fingerprint: FingerprintConfig = field(default_factory=FingerprintConfig)
+    duplicates: DuplicatesConfig = field(default_factory=DuplicatesConfig)
     evaluation: EvaluationConfig = field(default_factory=EvaluationConfig)
     tables: TablesConfig = field(default_factory=TablesConfig)
     spark: SparkConfig = field(default_factory=SparkConfig)
