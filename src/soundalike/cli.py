@@ -155,6 +155,35 @@ def _pipeline_parsers(sub: argparse._SubParsersAction) -> None:
     _stage_parser(sub, "index", "build the FAISS clip index and log it as an MLflow run")
     _stage_parser(sub, "evaluate", "measure the newest index (excerpts under degradations, tags, versions) and log it")
     _stage_parser(sub, "register", "register the newest index as the soundalike_search MLflow model")
+    p = sub.add_parser(
+        "duplicates",
+        help="find duplicate recordings, edits and versions among the catalogue's tracks (incremental)",
+        description="Compare new tracks with the catalogue (landmark votes on one offset, pitch sequences for "
+                    "versions), update the duplicates table, and report counts per kind and the top pairs.",
+    )
+    add_config_args(p)
+    p.add_argument("--top", type=int, default=10, help="pairs shown per kind in the report (default: %(default)s)")
+    p.add_argument("--json", action="store_true", help='print {"summary": ..., "pairs": [...]} as JSON')
+    p.set_defaults(handler=_run_duplicates)
+
+
+def _run_duplicates(args: argparse.Namespace) -> int:
+    from soundalike.config import load_config
+    from soundalike.duplicates import report
+    from soundalike_pipelines.duplicates import read_duplicates, run_duplicates
+    from soundalike_pipelines.session import get_spark
+
+    cfg = load_config(args.conf, args.overrides)
+    spark = get_spark(cfg)
+    summary = run_duplicates(cfg, spark, progress=not args.json)
+    pairs = read_duplicates(spark, cfg)
+    if args.json:
+        _print_json({"summary": summary.to_json(), "pairs": pairs})
+    else:
+        print(f"{summary.new_tracks} new tracks compared, {summary.removed_tracks} removed; "
+              f"{summary.pairs_written} pairs written, {summary.pairs_deleted} deleted")
+        print(report(pairs, top=args.top))
+    return 0
 
 
 def _run_stages(args: argparse.Namespace) -> int:

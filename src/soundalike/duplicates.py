@@ -25,23 +25,17 @@ Examples
 
 from __future__ import annotations
 
-import json
-import os
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 from typing import Iterable, Mapping, Sequence
 
 import numpy as np
 from scipy.ndimage import uniform_filter1d
 
-from soundalike.checksums import sha256_file
 from soundalike.config import DuplicatesConfig
-from soundalike.errors import ModelWeightsError, ParameterError
+from soundalike.errors import ParameterError
 from soundalike.fingerprint import FingerprintIndex, _log_spectrogram, frame_seconds
 
 KINDS = ("exact", "re-encode", "contained", "version")
-PITCH_FILE = "dup_pitch.npy"
-PITCH_BOUNDS_FILE = "dup_pitch_bounds.npy"
 
 #: Pitch-class analysis: 8 kHz, 0.5 s windows every 0.25 s, 110-2000 Hz.
 _PC_NFFT, _PC_HOP, _PC_FMIN, _PC_FMAX = 4096, 2000, 110.0, 2000.0
@@ -232,24 +226,35 @@ def _stretches(query_times_s: np.ndarray, offset_s: float, query_is_a: bool, cfg
     return tuple(out)
 
 
-def aligned_similarity(wave_a: np.ndarray, wave_b: np.ndarray, offset_s: float, index: FingerprintIndex) -> float:
+def aligned_similarity(wave_a: np.ndarray, wave_b: np.ndarray, offset_s: float, index: FingerprintIndex, *,
+                       max_seconds: float = 60.0) -> float:
     """Median frame-wise correlation of two 8 kHz waves' whitened spectra, ``b`` placed at ``offset_s`` in ``a``.
 
-    Landmarks say *where* two tracks align; this says whether they *sound* the same there: a
-    re-encode or edit stays above ~0.75, another rendering of the same melody (a version) or two
-    stationary pads that happen to share peaks fall well below.
+    Landmarks say *where* two tracks align (to a frame); this says whether they *sound* the same
+    there: a re-encode or edit stays above ~0.75, another rendering of the same melody (a version)
+    or two stationary pads that happen to share peaks fall well below. The placement is refined
+    to a quarter of a frame (noise-like music decorrelates within a few milliseconds).
     """
-    spec_a, _ = _log_spectrogram(np.asarray(wave_a, np.float32), index.cfg)
-    spec_b, _ = _log_spectrogram(np.asarray(wave_b, np.float32), index.cfg)
-    shift = int(round(offset_s / frame_seconds(index.cfg)))
-    spec_a, spec_b = (spec_a[shift:], spec_b) if shift >= 0 else (spec_a, spec_b[-shift:])
-    n = min(len(spec_a), len(spec_b))
-    if n == 0:
+    sr, hop = index.cfg.sample_rate_hz, index.cfg.hop_length
+    wave_a = np.asarray(wave_a, np.float32)
+    wave_b = np.asarray(wave_b, np.float32)
+    start = int(round(offset_s * sr))
+    if start < 0:
+        wave_a, wave_b, start = wave_b, wave_a, -start
+    n = min(wave_a.shape[0] - start, wave_b.shape[0], int(max_seconds * sr))
+    if n <= index.cfg.n_fft + hop:
         return 0.0
-    a = spec_a[:n] - spec_a[:n].mean(axis=1, keepdims=True)
-    b = spec_b[:n] - spec_b[:n].mean(axis=1, keepdims=True)
-    corr = (a * b).sum(axis=1) / (np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1) + 1e-9)
-    return float(np.median(corr))
+    spec_b, _ = _log_spectrogram(wave_b[hop: n - hop], index.cfg)
+    b = spec_b - spec_b.mean(axis=1, keepdims=True)
+    best = -1.0
+    for shift in range(-hop, hop + 1, max(1, hop // 4)):
+        lo = start + hop + shift
+        spec_a, _ = _log_spectrogram(wave_a[lo: lo + n - 2 * hop], index.cfg)
+        m = min(len(spec_a), len(b))
+        a = spec_a[:m] - spec_a[:m].mean(axis=1, keepdims=True)
+        corr = (a * b[:m]).sum(axis=1) / (np.linalg.norm(a, axis=1) * np.linalg.norm(b[:m], axis=1) + 1e-9)
+        best = max(best, float(np.median(corr)))
+    return best
 
 
 def find_pairs(index: FingerprintIndex, pitch: Mapping[str, np.ndarray], *, new_ids: Iterable[str],
@@ -311,39 +316,6 @@ def find_pairs(index: FingerprintIndex, pitch: Mapping[str, np.ndarray], *, new_
                                                offset, ({"tempo_ratio": round(ratio, 4), "overlap_s": round(overlap, 1)},))
             done.add(tid)
     return sorted(found.values(), key=lambda p: (KINDS.index(p.kind), -p.score, p.track_a, p.track_b))
-
-
-# --------------------------------------------------------------------------- pitch files beside the index
-
-
-def save_pitch(directory: str | os.PathLike, pitch: Mapping[str, np.ndarray], track_ids: Sequence[str]) -> list[str]:
-    """Write the pitch sequences (in ``track_ids`` order) as two .npy files, listed in the manifest."""
-    directory = Path(directory)
-    seqs = [np.asarray(pitch.get(t, np.zeros(0, np.uint8)), np.uint8) for t in track_ids]
-    bounds = np.r_[0, np.cumsum([s.size for s in seqs])].astype(np.int64)
-    np.save(directory / PITCH_FILE, np.concatenate(seqs) if seqs else np.zeros(0, np.uint8), allow_pickle=False)
-    np.save(directory / PITCH_BOUNDS_FILE, bounds, allow_pickle=False)
-    manifest_path = directory / "manifest.json"
-    manifest = json.loads(manifest_path.read_text()) if manifest_path.is_file() else {"sha256": {}}
-    manifest.setdefault("sha256", {}).update({n: sha256_file(directory / n) for n in (PITCH_FILE, PITCH_BOUNDS_FILE)})
-    manifest_path.write_text(json.dumps(manifest, indent=2))
-    return [PITCH_FILE, PITCH_BOUNDS_FILE]
-
-
-def load_pitch(directory: str | os.PathLike, track_ids: Sequence[str]) -> dict[str, np.ndarray]:
-    """The pitch sequences saved by :func:`save_pitch` (empty when the index has none)."""
-    directory = Path(directory)
-    if not (directory / PITCH_FILE).is_file():
-        return {}
-    manifest = json.loads((directory / "manifest.json").read_text())
-    for name in (PITCH_FILE, PITCH_BOUNDS_FILE):
-        if sha256_file(directory / name) != manifest.get("sha256", {}).get(name):
-            raise ModelWeightsError(f"{directory / name} does not match its checksum; rebuild the index")
-    flat = np.load(directory / PITCH_FILE, allow_pickle=False)
-    bounds = np.load(directory / PITCH_BOUNDS_FILE, allow_pickle=False)
-    if bounds.size != len(track_ids) + 1:
-        raise ModelWeightsError(f"pitch sequences at {directory} do not match the fingerprint index's tracks")
-    return {str(t): flat[bounds[i]: bounds[i + 1]] for i, t in enumerate(track_ids)}
 
 
 # --------------------------------------------------------------------------- report
