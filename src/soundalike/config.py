@@ -204,6 +204,9 @@ class DuplicatesConfig:
         Coverage is counted in bins of this many seconds.
     same_length_tolerance_s : float
         Equal lengths and offset ≈ 0 within this: ``re-encode``; otherwise ``contained``.
+    offset_candidates : int
+        Top-voted offsets (1 s apart) whose aligned similarity is checked; the best-sounding wins
+        (music built from repeated bars aligns a bar away almost as well).
     versions : bool
         Look for versions (same piece, other recording) among non-duplicates.
     version_min_score : float
@@ -226,6 +229,7 @@ class DuplicatesConfig:
     version_min_aligned_similarity: float = 0.4
     coverage_bin_s: float = 2.0
     same_length_tolerance_s: float = 1.0
+    offset_candidates: int = 4
     versions: bool = True
     version_min_score: float = 0.3
     version_min_overlap_s: float = 20.0

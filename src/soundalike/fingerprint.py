@@ -285,32 +285,14 @@ class FingerprintIndex:
             ``hits`` [m] aligned hits there (summed over ±``offset_tolerance`` frames); and a list
             (object array [m]) of the query anchor frames that aligned, per row.
         """
-        if len(fp) == 0 or len(self) == 0:
-            empty = np.zeros(0, np.int64)
-            return empty, empty, empty, np.zeros(0, object)
-        qh = fp.hashes
-        lo = np.searchsorted(self.hashes, qh, side="left")
-        hi = np.searchsorted(self.hashes, qh, side="right")
-        counts = hi - lo
-        # Stop words: hashes that half the catalogue has carry no evidence and cost the most.
-        counts = np.where(counts > self.cfg.max_bucket, 0, counts)
-        total = int(counts.sum())
-        if total == 0:
-            empty = np.zeros(0, np.int64)
-            return empty, empty, empty, np.zeros(0, object)
-        qi = np.repeat(np.arange(qh.size), counts)
-        starts = np.repeat(lo, counts)
-        within = np.arange(total) - np.repeat(np.cumsum(counts) - counts, counts)
-        ref = starts + within
-        rows = self.rows[ref].astype(np.int64)
-        delta = self.times[ref].astype(np.int64) - fp.times[qi].astype(np.int64)
+        empty = np.zeros(0, np.int64)
+        rows, delta, qi = self._matches(fp)
         excl = np.fromiter(exclude_rows, dtype=np.int64)
-        if excl.size:
+        if excl.size and rows.size:
             keep = ~np.isin(rows, excl)
             rows, delta, qi = rows[keep], delta[keep], qi[keep]
-            if rows.size == 0:
-                empty = np.zeros(0, np.int64)
-                return empty, empty, empty, np.zeros(0, object)
+        if rows.size == 0:
+            return empty, empty, empty, np.zeros(0, object)
         tol = self.cfg.offset_tolerance_frames
         span = 1 << 24  # offsets in frames: ±3 days at 32 ms
         key = rows * span + (delta + span // 2)
@@ -333,6 +315,49 @@ class FingerprintIndex:
         for i in range(best_rows.size):
             per_row[i] = np.unique(anchors[bounds[i]:bounds[i + 1]])
         return best_rows, best_key % span - span // 2, best_hits, per_row
+
+    def _matches(self, fp: Fingerprint) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Every (catalogue row, offset in frames, query hash number) whose hashes are equal."""
+        empty = np.zeros(0, np.int64)
+        if len(fp) == 0 or len(self) == 0:
+            return empty, empty, empty
+        qh = fp.hashes
+        lo = np.searchsorted(self.hashes, qh, side="left")
+        hi = np.searchsorted(self.hashes, qh, side="right")
+        counts = hi - lo
+        # Stop words: hashes that much of the catalogue has carry no evidence and cost the most.
+        counts = np.where(counts > self.cfg.max_bucket, 0, counts)
+        total = int(counts.sum())
+        if total == 0:
+            return empty, empty, empty
+        qi = np.repeat(np.arange(qh.size), counts)
+        within = np.arange(total) - np.repeat(np.cumsum(counts) - counts, counts)
+        ref = np.repeat(lo, counts) + within
+        delta = self.times[ref].astype(np.int64) - fp.times[qi].astype(np.int64)
+        return self.rows[ref].astype(np.int64), delta, qi
+
+    def offsets(self, fp: Fingerprint, row: int, *, k: int = 4, min_gap_s: float = 1.0) -> list[tuple[float, int]]:
+        """The ``k`` best-voted offsets (seconds, hits) of ``fp`` in the track at ``row``, ``min_gap_s`` apart.
+
+        Music built from repeated bars aligns with itself a bar or two away almost as well as at
+        the true offset; callers that can check the audio (duplicates) try these runners-up too.
+        """
+        rows, delta, _ = self._matches(fp)
+        delta = delta[rows == row]
+        if delta.size == 0:
+            return []
+        tol = self.cfg.offset_tolerance_frames
+        uniq, cnt = np.unique(delta, return_counts=True)
+        csum = np.r_[0, np.cumsum(cnt)]
+        summed = csum[np.searchsorted(uniq, uniq + tol, side="right")] - csum[np.searchsorted(uniq, uniq - tol, side="left")]
+        gap = min_gap_s / frame_seconds(self.cfg)
+        chosen: list[tuple[int, int]] = []
+        for i in np.argsort(-summed, kind="stable"):
+            if all(abs(int(uniq[i]) - c) >= gap for c, _ in chosen):
+                chosen.append((int(uniq[i]), int(summed[i])))
+                if len(chosen) == k:
+                    break
+        return [(c * frame_seconds(self.cfg), h) for c, h in chosen]
 
     def match(self, fp: Fingerprint, *, max_results: int = 10, speed: float = 1.0,
               exclude_track_ids: Iterable[str] = ()) -> list[FingerprintMatch]:
