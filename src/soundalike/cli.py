@@ -103,6 +103,9 @@ def _sample_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--seed", type=int, default=0, help="random seed (default: %(default)s)")
     p.add_argument("--min-seconds", type=float, default=30.0, help="shortest track (default: %(default)s)")
     p.add_argument("--max-seconds", type=float, default=120.0, help="longest track (default: %(default)s)")
+    p.add_argument("--plant-duplicates", action="store_true",
+                   help="also write planted duplicates (re-encodes, gain copies, trimmed/faded edits, exact copies) "
+                        "with the truth in the sidecar's 'planted' field")
     p.add_argument("--json", action="store_true", help="print the written metadata as JSON")
     p.set_defaults(handler=_run_sample)
 
@@ -121,6 +124,7 @@ def _run_sample(args: argparse.Namespace) -> int:
             min_duration_s=args.min_seconds,
             max_duration_s=args.max_seconds,
             progress=not args.json,
+            plant_duplicates=args.plant_duplicates,
         )
     except ValueError as exc:
         if isinstance(exc, SoundalikeError):

@@ -149,7 +149,7 @@ class FingerprintConfig:
     hop_length: int = 256
     fmin_hz: float = 300.0
     fmax_hz: float = 3400.0
-    whiten_bins: int = 31
+    whiten_bins: int = 101
     peak_dt_frames: int = 6
     peak_df_bins: int = 10
     peaks_per_s: int = 18
@@ -162,7 +162,7 @@ class FingerprintConfig:
     offset_tolerance_frames: int = 2
     max_bucket: int = 20000
     speed_factors: tuple[float, ...] = (0.97, 0.98, 0.99, 1.0, 1.01, 1.02, 1.03)
-    min_aligned_hits: int = 12
+    min_aligned_hits: int = 30
     min_margin: float = 2.0
     min_query_s: float = 3.0
     fusion_weight: float = 1.0
@@ -200,6 +200,9 @@ class DuplicatesConfig:
         ... and sounding the same there (spectral correlation at the offset); between
         ``version_min_aligned_similarity`` and this, an aligned pair is a ``version``.
     version_min_aligned_similarity : float
+    version_min_landmark_score : float
+        An aligned pair that sounds different is a version only with this share of landmarks
+        (stationary pads share a few peaks with anything in their key).
     coverage_bin_s : float
         Coverage is counted in bins of this many seconds.
     same_length_tolerance_s : float
@@ -224,9 +227,10 @@ class DuplicatesConfig:
 
     min_aligned_hits: int = 40
     min_coverage: float = 0.3
-    min_score: float = 0.03
+    min_score: float = 0.04
     min_aligned_similarity: float = 0.65
     version_min_aligned_similarity: float = 0.4
+    version_min_landmark_score: float = 0.1
     coverage_bin_s: float = 2.0
     same_length_tolerance_s: float = 1.0
     offset_candidates: int = 4

@@ -266,11 +266,13 @@ def _verify(index: FingerprintIndex, p: DuplicatePair, load_wave, cfg: Duplicate
     wave_a, wave_b = load_wave(p.track_a), load_wave(p.track_b)
     row_of = {str(t): i for i, t in enumerate(index.track_ids)}
     fp_b = index.track_fingerprint(row_of[p.track_b])
-    offsets = [o for o, _ in index.offsets(fp_b, row_of[p.track_a], k=cfg.offset_candidates)] or [p.offset_s]
+    offsets = index.offsets(fp_b, row_of[p.track_a], k=cfg.offset_candidates) or [(p.offset_s, 0)]
     if p.kind == "re-encode":
-        offsets = [o for o in offsets if abs(o) <= cfg.same_length_tolerance_s] or [p.offset_s]
-    scored = [(aligned_similarity(wave_a, wave_b, o, index), o) for o in offsets]
-    sim, offset = max(scored)
+        offsets = [(o, h) for o, h in offsets if abs(o) <= cfg.same_length_tolerance_s] or [(p.offset_s, 0)]
+    scored = [(aligned_similarity(wave_a, wave_b, o, index), h, o) for o, h in offsets]
+    best = max(s for s, _, _ in scored)
+    # Exact loops sound the same a bar away too: among offsets that sound as good, most landmarks wins.
+    sim, _, offset = max(((s, h, o) for s, h, o in scored if s >= best - 0.03), key=lambda x: (x[1], x[0]))
     evidence = ({"aligned_similarity": round(sim, 4)},) + tuple(p.evidence)
     if abs(offset - p.offset_s) > 0.5:  # the stretches were counted at the landmark offset
         evidence = ({"aligned_similarity": round(sim, 4), "landmark_offset_s": round(p.offset_s, 3)},)
@@ -305,7 +307,8 @@ def find_pairs(index: FingerprintIndex, pitch: Mapping[str, np.ndarray], *, new_
             key = (min(p.track_a, p.track_b), max(p.track_a, p.track_b))
             if load_wave is not None:
                 p, sim = _verify(index, p, load_wave, cfg)
-                if sim < cfg.version_min_aligned_similarity:
+                if sim < cfg.version_min_aligned_similarity or (
+                        sim < cfg.min_aligned_similarity and p.score < cfg.version_min_landmark_score):
                     continue
                 if sim < cfg.min_aligned_similarity:
                     p = DuplicatePair(p.track_a, p.track_b, "version", p.score, p.coverage, p.offset_s, p.evidence)
