@@ -124,3 +124,79 @@ def test_default_catalogue_sidecar_is_unchanged_by_the_planting_option(tmp_path)
     rows = json.loads((tmp_path / "a" / METADATA_FILENAME).read_text())
     assert all("planted" not in r for r in rows)
     assert load_metadata(tmp_path / "a") == plain
+
+
+# --------------------------------------------------------------------------- the Spark stage
+
+
+@pytest.mark.slow
+def test_duplicates_stage_is_incremental_and_forgets_removed_tracks(tmp_path):
+    pytest.importorskip("pyspark")
+    import shutil
+
+    from soundalike.cli import main
+    from soundalike.config import load_config
+    from soundalike_pipelines.duplicates import read_duplicates, run_duplicates
+    from soundalike_pipelines.ingest import run_ingest
+    from soundalike_pipelines.session import get_spark
+
+    root = tmp_path / "cat"
+    tracks = generate_catalogue(root, n_tracks=6, seed=5, min_duration_s=30.0, max_duration_s=40.0,
+                                progress=False, plant_duplicates=True)
+    conf = Path(__file__).resolve().parents[1] / "conf" / "local.yaml"
+    overrides = [f"workdir={tmp_path / 'work'}", f"catalogue.path={root}", "tables.schema=dups_test",
+                 "spark.master=local[2]"]
+    cfg = load_config(conf, overrides)
+    spark = get_spark(cfg)
+    run_ingest(cfg, spark)
+    first = run_duplicates(cfg, spark)
+    assert first.new_tracks == len({content_id(root / t.file) for t in tracks})
+    pairs = read_duplicates(spark, cfg)
+    plants = {t.file: t.planted for t in tracks if t.planted}
+    kinds = {p["kind"] for p in pairs}
+    assert {"exact", "re-encode", "contained"} <= kinds, pairs
+    for p in pairs:
+        if p["kind"] == "exact":
+            assert p["track_a"] == p["track_b"] and len(p["evidence"]) == 2
+        if p["kind"] == "contained":
+            planted = plants[Path(p["path_b"]).name]
+            assert p["offset_s"] == pytest.approx(planted["offset_s"], abs=0.5)
+            assert Path(p["path_a"]).name == planted["of"]
+    table = cfg.tables.name("duplicates")
+
+    def version():
+        return spark.sql(f"DESCRIBE HISTORY {table}").agg({"version": "max"}).first()[0]
+
+    before = version()
+    again = run_duplicates(cfg, spark)
+    assert (again.new_tracks, again.pairs_written, again.pairs_deleted) == (0, 0, 0) and version() == before
+
+    # A new re-encode of one track (an alternate take: no planted copy of it yet): only its pair is written.
+    source = next(t for t in tracks if t.motif_id is not None)
+    wave, sr = sf.read(root / source.file, dtype="float32")
+    sf.write(root / "late_copy.mp3", wave * 0.7, sr if sr in (32000, 44100, 48000) else 44100)
+    run_ingest(cfg, spark)
+    added = run_duplicates(cfg, spark)
+    assert added.new_tracks == 1 and added.pairs_written == 1
+    now = read_duplicates(spark, cfg)
+    new_pairs = [p for p in now if "late_copy.mp3" in (p["path_a"] or "") + (p["path_b"] or "")]
+    assert [p["kind"] for p in new_pairs] == ["re-encode"]
+    old = {(p["track_a"], p["track_b"]): p["run_at"] for p in pairs}
+    assert all(old[(p["track_a"], p["track_b"])] == p["run_at"] for p in now if (p["track_a"], p["track_b"]) in old)
+
+    # Removing the edit's source drops the contained pair (and nothing else).
+    contained = next(p for p in now if p["kind"] == "contained")
+    Path(contained["path_a"]).unlink()
+    run_ingest(cfg, spark)
+    removed = run_duplicates(cfg, spark)
+    assert removed.removed_tracks == 1 and removed.pairs_deleted >= 1
+    after = read_duplicates(spark, cfg)
+    gone = contained["track_a"]
+    assert not any(gone in (p["track_a"], p["track_b"]) for p in after)
+    assert len(after) == len(now) - removed.pairs_deleted
+
+    # The CLI: --json and the human report.
+    args = ["duplicates", "--conf", str(conf)] + [x for o in overrides for x in ("--set", o)]
+    assert main(args + ["--json"]) == 0
+    assert main(args) == 0
+    shutil.rmtree(tmp_path / "work", ignore_errors=True)
