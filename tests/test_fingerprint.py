@@ -15,7 +15,7 @@ from soundalike.config import FingerprintConfig, load_config
 from soundalike.embedders import create_embedder
 from soundalike.errors import AudioDecodeError, ModelWeightsError, ParameterError
 from soundalike.extract import extract_track
-from soundalike.fingerprint import FingerprintIndex, build_fingerprint_index
+from soundalike.fingerprint import FingerprintIndex, build_fingerprint_index, fingerprint_source, fingerprint_wave
 from soundalike.index import build_index
 from soundalike.sample import synthesize_track
 from soundalike.search import TRACKS_FILE, Searcher
@@ -138,3 +138,15 @@ def test_fingerprint_settings_are_validated():
     with pytest.raises(ConfigError, match="speed_factors"):
         load_config(None, ["fingerprint.speed_factors=[]"])
     assert FingerprintIndex.load("/nonexistent") is None
+
+
+def test_a_recording_held_twice_is_confident_for_both_copies(catalogue):
+    cfg = FingerprintConfig()
+    wave = load_audio(catalogue["melody_1"], 8000)
+    copy = degrade.mp3(load_audio(catalogue["melody_1"], SR), SR, kbps=96)
+    fps = {name: fingerprint_source(path, cfg) for name, path in catalogue.items()}
+    fps["melody_1_mp3"] = fingerprint_wave(copy[0], copy[1], cfg)
+    index = FingerprintIndex.from_fingerprints(fps, cfg)
+    matches = index.match_wave(wave[8000 * 5: 8000 * 20], 8000)
+    confident = {m.track_id for m in matches if m.confident}
+    assert confident == {"melody_1", "melody_1_mp3"}

@@ -92,8 +92,8 @@ class FingerprintMatch:
     speed : float
         The speed factor of the query relative to the track (1.03: played 3 % fast).
     confident : bool
-        ``aligned_hits >= min_aligned_hits`` and well clear of the background (see
-        :meth:`FingerprintIndex.match`).
+        ``aligned_hits >= min_aligned_hits``, comparable to the best match and ``min_margin``
+        times the background (the best match that is not comparable).
     """
 
     track_id: str
@@ -475,31 +475,22 @@ class FingerprintIndex:
 
 
 def _decide(ranked: list[FingerprintMatch], cfg: FingerprintConfig) -> list[FingerprintMatch]:
-    """Mark the first match confident when it has enough aligned hits, clear of the runner-up.
+    """Mark matches confident: enough aligned hits, comparable to the leader's, clear of the background.
 
-    Only one track can be *the* source of an excerpt; others may still be confident when they
-    reach ``min_aligned_hits`` and the leader's ratio (copies of one recording).
+    The background is the best match below ``1 / min_margin`` of the leader's hits. Matches
+    between it and the leader are all confident when clear of it: a catalogue may hold the same
+    recording twice (a re-encode), and an excerpt of it then matches both.
     """
     if not ranked:
         return ranked
     top = ranked[0].aligned_hits
-    runner = ranked[1].aligned_hits if len(ranked) > 1 else 0
-    out = []
-    for m in ranked:
-        enough = m.aligned_hits >= cfg.min_aligned_hits
-        if m is ranked[0]:
-            ok = enough and top >= cfg.min_margin * runner
-        else:
-            ok = enough and m.aligned_hits * cfg.min_margin >= top and m.aligned_hits >= cfg.min_margin * _third(ranked)
-        out.append(FingerprintMatch(m.track_id, m.offset_s, m.aligned_hits, m.query_hashes, m.speed, bool(ok)))
-    return out
-
-
-def _third(ranked: list[FingerprintMatch]) -> int:
-    """Hits of the first match that is clearly background (below half the leader's)."""
-    top = ranked[0].aligned_hits
-    rest = [m.aligned_hits for m in ranked if m.aligned_hits * 2 < top]
-    return rest[0] if rest else 0
+    background = max((m.aligned_hits for m in ranked if m.aligned_hits * cfg.min_margin < top), default=0)
+    return [
+        FingerprintMatch(m.track_id, m.offset_s, m.aligned_hits, m.query_hashes, m.speed, bool(
+            m.aligned_hits >= cfg.min_aligned_hits and m.aligned_hits * cfg.min_margin >= top
+            and m.aligned_hits >= cfg.min_margin * background))
+        for m in ranked
+    ]
 
 
 def _settings(cfg: FingerprintConfig) -> dict:
