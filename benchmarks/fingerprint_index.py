@@ -23,7 +23,7 @@ import time
 import numpy as np
 
 from soundalike import degrade
-from soundalike.config import FingerprintConfig
+from soundalike.config import load_config
 from soundalike.fingerprint import FingerprintIndex, fingerprint_wave
 
 SR = 8000
@@ -61,10 +61,11 @@ def main(argv=None) -> int:
     ap.add_argument("--sizes", type=int, nargs="+", default=[1000, 10000])
     ap.add_argument("--seconds", type=float, default=30.0, help="length of each synthetic track")
     ap.add_argument("--queries", type=int, default=50)
+    ap.add_argument("--set", dest="overrides", action="append", default=[], metavar="fingerprint.KEY=VALUE")
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args(argv)
-    cfg = FingerprintConfig()
-    report = {"track_seconds": args.seconds, "sizes": {}}
+    cfg = load_config(None, args.overrides).fingerprint
+    report = {"track_seconds": args.seconds, "overrides": args.overrides, "sizes": {}}
     fps: dict[str, object] = {}
     fp_seconds = 0.0
     rng = np.random.default_rng(1)

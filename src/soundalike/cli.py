@@ -313,6 +313,12 @@ def _print_results(out: dict) -> None:
                 best[m["query_start_s"]] = m
         shown = ", ".join(f"{q:g}s→{m['clip_start_s']:g}s (d={m['distance']:.3f})" for q, m in sorted(best.items()))
         print(f"{'':>6}clips: {shown}")
+    found = out.get("identified")
+    if found:
+        name = next((Path(r["path"] or r["track_id"]).name for r in results if r["track_id"] == found["track_id"]),
+                    found["track_id"])
+        print(f"identified: {name}, the query starts at {found['offset_s']:.2f} s in it "
+              f"({found['aligned_hits']} aligned landmarks, speed x{found['speed']:g})")
 
 
 # --------------------------------------------------------------------------- main

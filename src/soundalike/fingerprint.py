@@ -275,15 +275,23 @@ class FingerprintIndex:
 
     # ----------------------------------------------------------------------- query
 
-    def votes(self, fp: Fingerprint, *, exclude_rows: Iterable[int] = ()) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    def votes(self, fp: Fingerprint, *, exclude_rows: Iterable[int] = (),
+              anchors_min_hits: int | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         """Per track row, its best offset and the hits aligned there.
+
+        Parameters
+        ----------
+        anchors_min_hits : int or None
+            Collect the aligned query anchors of rows with at least this many hits (``None``:
+            none; they cost a pass per row and only duplicates need them).
 
         Returns
         -------
         rows, offsets, hits, query_times
             ``rows`` [m] track rows with any vote, ``offsets`` [m] best offset (frames),
-            ``hits`` [m] aligned hits there (summed over ±``offset_tolerance`` frames); and a list
-            (object array [m]) of the query anchor frames that aligned, per row.
+            ``hits`` [m] aligned hits there (summed over ±``offset_tolerance`` frames); and
+            (object array [m]) the query anchor frames that aligned, per row (empty where not
+            collected).
         """
         empty = np.zeros(0, np.int64)
         rows, delta, qi = self._matches(fp)
@@ -304,6 +312,13 @@ class FingerprintIndex:
         order = np.lexsort((-summed, krow))
         best = order[np.r_[0, np.flatnonzero(np.diff(krow[order])) + 1]]
         best_rows, best_key, best_hits = krow[best], uniq[best], summed[best]
+        per_row = np.empty(best_rows.size, dtype=object)
+        per_row[:] = [np.zeros(0, np.int32)] * best_rows.size
+        if anchors_min_hits is None:
+            return best_rows, best_key % span - span // 2, best_hits, per_row
+        wanted = best_rows[best_hits >= anchors_min_hits]
+        pick = np.isin(rows, wanted)
+        rows, key, qi = rows[pick], key[pick], qi[pick]
         # The query anchors behind each row's best offset: where in the query the evidence lies.
         near = np.abs(key - best_key[np.searchsorted(best_rows, rows)]) <= tol
         which = np.searchsorted(best_rows, rows[near])
@@ -311,8 +326,7 @@ class FingerprintIndex:
         order = np.lexsort((anchors, which))
         which, anchors = which[order], anchors[order]
         bounds = np.searchsorted(which, np.arange(best_rows.size + 1))
-        per_row = np.empty(best_rows.size, dtype=object)
-        for i in range(best_rows.size):
+        for i in np.flatnonzero(np.isin(best_rows, wanted)):
             per_row[i] = np.unique(anchors[bounds[i]:bounds[i + 1]])
         return best_rows, best_key % span - span // 2, best_hits, per_row
 
@@ -321,10 +335,11 @@ class FingerprintIndex:
         empty = np.zeros(0, np.int64)
         if len(fp) == 0 or len(self) == 0:
             return empty, empty, empty
-        qh = fp.hashes
-        lo = np.searchsorted(self.hashes, qh, side="left")
-        hi = np.searchsorted(self.hashes, qh, side="right")
-        counts = hi - lo
+        starts = self._bucket_starts()
+        qh = np.minimum(fp.hashes.astype(np.int64), starts.size - 2)
+        lo = starts[qh].astype(np.int64)
+        counts = starts[qh + 1].astype(np.int64) - lo
+        counts[fp.hashes.astype(np.int64) > starts.size - 2] = 0  # hashes no catalogue track has
         # Stop words: hashes that much of the catalogue has carry no evidence and cost the most.
         counts = np.where(counts > self.cfg.max_bucket, 0, counts)
         total = int(counts.sum())
@@ -335,6 +350,20 @@ class FingerprintIndex:
         ref = np.repeat(lo, counts) + within
         delta = self.times[ref].astype(np.int64) - fp.times[qi].astype(np.int64)
         return self.rows[ref].astype(np.int64), delta, qi
+
+    def _bucket_starts(self) -> np.ndarray:
+        """Where each hash value's entries begin in the sorted arrays (a CSR row pointer), cached.
+
+        Hashes are < 2^22, so the table is at most 16 MB and a lookup is one indexing instead of a
+        binary search over the whole index.
+        """
+        cached = getattr(self, "_starts", None)
+        if cached is None or cached[0] != len(self):
+            top = int(self.hashes[-1]) + 2 if len(self) else 2
+            dtype = np.int32 if len(self) < 2**31 else np.int64
+            table = np.searchsorted(self.hashes, np.arange(top, dtype=np.int64)).astype(dtype)
+            self._starts = cached = (len(self), table)
+        return cached[1]
 
     def offsets(self, fp: Fingerprint, row: int, *, k: int = 4, min_gap_s: float = 1.0) -> list[tuple[float, int]]:
         """The ``k`` best-voted offsets (seconds, hits) of ``fp`` in the track at ``row``, ``min_gap_s`` apart.

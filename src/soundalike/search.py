@@ -162,8 +162,9 @@ class Searcher:
             wave = load_audio(source, fp_cfg.sample_rate_hz, duration_s=p.max_query_seconds)
             matches = self.fingerprints.match_wave(wave, fp_cfg.sample_rate_hz, max_results=p.max_results,
                                                    exclude_track_ids=p.exclude_track_ids)
-            results = [self._describe(s) for s in fuse_fingerprint(
-                results, matches, max_results=p.max_results, weight=self.fingerprint_cfg.fusion_weight)]
+            fused = fuse_fingerprint(results, matches, max_results=p.max_results,
+                                     weight=self.fingerprint_cfg.fusion_weight)
+            results = [s if "path" in s else self._describe(s) for s in fused]  # new ones need metadata
             timings["fingerprint"] = (time.perf_counter() - t3) * 1000
             top = next((m for m in matches if m.confident), None)
             extra["identified"] = None if top is None else {"track_id": top.track_id, **top.to_json()}
@@ -252,8 +253,6 @@ class Searcher:
         return results
 
     def _describe(self, song: dict) -> dict:
-        if "path" in song:  # already described (re-ranked by fingerprint fusion)
-            song = {k: v for k, v in song.items() if k not in ("path", "title", "tags")}
         row = self.tracks.loc[song["track_id"]] if song["track_id"] in self.tracks.index else None
         if isinstance(row, pd.DataFrame):
             row = row.iloc[0]
