@@ -215,7 +215,10 @@ class DuplicatesConfig:
     version_min_score : float
         Pitch-sequence agreement (chance = 0) a version needs.
     version_min_overlap_s : float
-        The agreement must hold over at least this much (or 80 % of the shorter track).
+        The agreement must hold over at least this much (or 80 % of the shorter track) ...
+    version_min_coverage : float
+        ... and over at least this share of the shorter track (a short stretch somewhere in a
+        long track agrees with something by chance).
     version_tempo_range : tuple of float
         Tempo ratios tried between two versions, and how many steps (geometric).
     version_tempo_steps : int
@@ -237,6 +240,7 @@ class DuplicatesConfig:
     versions: bool = True
     version_min_score: float = 0.3
     version_min_overlap_s: float = 20.0
+    version_min_coverage: float = 0.5
     version_tempo_range: tuple[float, ...] = (0.7, 1.43)
     version_tempo_steps: int = 37
     evidence_clip_s: float = 10.0

@@ -150,7 +150,9 @@ def version_score(a: np.ndarray, b: np.ndarray, cfg: DuplicatesConfig) -> tuple[
         lags = np.r_[np.arange(a.size), np.arange(-(n - 1), 0)]
         xc = np.r_[xc[: a.size], xc[size - (n - 1):]]
         overlap = np.minimum(a.size, lags + n) - np.maximum(0, lags)
-        ok = overlap * frame_s >= min(cfg.version_min_overlap_s, 0.8 * min(a.size, n) * frame_s)
+        shorter = min(a.size, n)
+        ok = (overlap * frame_s >= min(cfg.version_min_overlap_s, 0.8 * shorter * frame_s)) & (
+            overlap >= cfg.version_min_coverage * shorter)
         if not ok.any():
             continue
         vals = np.where(ok, xc / np.maximum(overlap, 1), -np.inf)
