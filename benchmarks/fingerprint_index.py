@@ -9,7 +9,10 @@ catalogue of different songs. For each size: ``build`` = fingerprinting every tr
 bytes`` = the three arrays in memory (= the .npy files), ``peak RSS`` = the process's high-water
 mark after the build, and query latency = ``match_wave`` of a 20 s excerpt (phone band,
 through all 7 speed copies: the work ``Searcher.search`` adds) with p50 / p99 over
-``--queries`` queries, and its top-1.
+``--queries`` queries, and its top-1. ``duplicates`` = the duplicates stage's work for one new
+track against the catalogue (``find_pairs``: landmark votes of the whole track, the aligned
+check of candidates, pitch sequences against the ``version_candidates`` closest), per track over
+``--new`` tracks.
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ import numpy as np
 
 from soundalike import degrade
 from soundalike.config import load_config
+from soundalike.duplicates import find_pairs, pitch_sequence
 from soundalike.fingerprint import FingerprintIndex, fingerprint_wave
 
 SR = 8000
@@ -61,10 +65,13 @@ def main(argv=None) -> int:
     ap.add_argument("--sizes", type=int, nargs="+", default=[1000, 10000])
     ap.add_argument("--seconds", type=float, default=30.0, help="length of each synthetic track")
     ap.add_argument("--queries", type=int, default=50)
+    ap.add_argument("--new", type=int, default=5, help="new tracks timed through the duplicates comparison")
     ap.add_argument("--set", dest="overrides", action="append", default=[], metavar="fingerprint.KEY=VALUE")
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args(argv)
-    cfg = load_config(None, args.overrides).fingerprint
+    full = load_config(None, args.overrides)
+    cfg = full.fingerprint
+    pitch: dict[str, np.ndarray] = {}
     report = {"track_seconds": args.seconds, "overrides": args.overrides, "sizes": {}}
     fps: dict[str, object] = {}
     fp_seconds = 0.0
@@ -75,6 +82,7 @@ def main(argv=None) -> int:
             t0 = time.perf_counter()
             fps[f"t{i:06d}"] = fingerprint_wave(wave, SR, cfg)
             fp_seconds += time.perf_counter() - t0
+            pitch[f"t{i:06d}"] = pitch_sequence(wave, SR)
         t0 = time.perf_counter()
         index = FingerprintIndex.from_fingerprints(fps, cfg)
         sort_s = time.perf_counter() - t0
@@ -89,6 +97,13 @@ def main(argv=None) -> int:
             if q >= 2:
                 latencies.append((time.perf_counter() - t0) * 1000)
                 hits += bool(matches) and matches[0].track_id == f"t{i:06d}" and matches[0].confident
+        dup_ms = []
+        for _ in range(args.new):
+            i = int(rng.integers(size))
+            t0 = time.perf_counter()
+            find_pairs(index, pitch, new_ids=[f"t{i:06d}"], cfg=full.duplicates,
+                       load_wave=lambda tid: synthetic_track(int(tid[1:]), args.seconds))
+            dup_ms.append((time.perf_counter() - t0) * 1000)
         report["sizes"][size] = {
             "tracks": size,
             "audio_hours": round(size * args.seconds / 3600, 2),
@@ -102,6 +117,7 @@ def main(argv=None) -> int:
             "query_ms": {"p50": round(float(np.percentile(latencies, 50)), 1),
                          "p99": round(float(np.percentile(latencies, 99)), 1)},
             "query_top1": round(hits / args.queries, 3),
+            "duplicates_ms_per_new_track": round(float(np.median(dup_ms)), 1) if dup_ms else None,
         }
         del index
     if args.json:

@@ -4,8 +4,8 @@ Incremental: :func:`~soundalike_pipelines.fingerprints.update_fingerprints` fing
 tracks; only pairs that involve a new track are computed (each new track against the whole
 catalogue, :func:`soundalike.duplicates.find_pairs`), and MERGEd into ``duplicates`` on
 ``(track_a, track_b)``; pairs of removed tracks are deleted. ``exact`` pairs (files sharing a
-``track_id``) are re-derived from ``tracks`` on every run (no audio involved). A run with nothing
-new writes nothing.
+``track_id``) are re-derived from ``tracks`` on every run (no audio involved), and a pair whose
+file was renamed gets its new path. A run with nothing new writes nothing.
 """
 
 from __future__ import annotations
@@ -75,6 +75,13 @@ def run_duplicates(cfg: Config, spark: SparkSession | None = None, *, progress: 
         old = existing.get((p.track_a, p.track_b))
         if old is None or old["evidence"] != row[-1]:
             rows.append(row)
+    # Renamed or moved files: the pair stands, its paths follow.
+    written = {(r[0], r[1]) for r in rows}
+    for key, r in existing.items():
+        if r["kind"] != "exact" and key not in written and key[0] in first and key[1] in first and (
+                (r["path_a"], r["path_b"]) != (first[key[0]], first[key[1]])):
+            rows.append((key[0], key[1], first[key[0]], first[key[1]], r["kind"], r["score"], r["coverage"],
+                         r["offset_s"], r["evidence"]))
     # Gone: pairs of removed or re-fingerprinted tracks, and exact groups down to one file.
     stale = set(removed) | (set(new_ids) & {t for k in existing for t in k})
     exact_now = {(p.track_a, p.track_b) for p in exact_pairs(paths)}

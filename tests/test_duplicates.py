@@ -195,6 +195,17 @@ def test_duplicates_stage_is_incremental_and_forgets_removed_tracks(tmp_path):
     assert not any(gone in (p["track_a"], p["track_b"]) for p in after)
     assert len(after) == len(now) - removed.pairs_deleted
 
+    # A renamed file keeps its pairs (no audio read again), under its new path.
+    pair = next(p for p in after if p["kind"] == "re-encode")
+    moved = Path(pair["path_b"]).with_name("renamed_" + Path(pair["path_b"]).name)
+    Path(pair["path_b"]).rename(moved)
+    run_ingest(cfg, spark)
+    renamed = run_duplicates(cfg, spark)
+    assert renamed.new_tracks == 0 and renamed.pairs_deleted == 0
+    again = {(p["track_a"], p["track_b"]): p for p in read_duplicates(spark, cfg)}
+    assert again[(pair["track_a"], pair["track_b"])]["path_b"] == str(moved.resolve())
+    assert again[(pair["track_a"], pair["track_b"])]["offset_s"] == pair["offset_s"]
+
     # The CLI: --json and the human report.
     args = ["duplicates", "--conf", str(conf)] + [x for o in overrides for x in ("--set", o)]
     assert main(args + ["--json"]) == 0

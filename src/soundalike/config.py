@@ -219,6 +219,9 @@ class DuplicatesConfig:
     version_min_coverage : float
         ... and over at least this share of the shorter track (a short stretch somewhere in a
         long track agrees with something by chance).
+    version_candidates : int
+        Each new track is compared in full only with this many tracks of closest pitch-class
+        profile (the comparison costs ~15 ms a pair; this keeps a new track's cost flat).
     version_tempo_range : tuple of float
         Tempo ratios tried between two versions, and how many steps (geometric).
     version_tempo_steps : int
@@ -241,6 +244,7 @@ class DuplicatesConfig:
     version_min_score: float = 0.3
     version_min_overlap_s: float = 20.0
     version_min_coverage: float = 0.5
+    version_candidates: int = 50
     version_tempo_range: tuple[float, ...] = (0.7, 1.43)
     version_tempo_steps: int = 37
     evidence_clip_s: float = 10.0

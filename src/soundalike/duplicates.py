@@ -122,6 +122,13 @@ def pitch_sequence(wave: np.ndarray, sr: int) -> np.ndarray:
     return out
 
 
+def pitch_profile(seq: np.ndarray) -> np.ndarray:
+    """Unit-norm share of each pitch class in a pitch sequence, float64 [12] (zeros when none)."""
+    counts = np.bincount(seq[seq < 12], minlength=12).astype(np.float64)
+    norm = np.linalg.norm(counts)
+    return counts / norm if norm > 0 else counts
+
+
 def version_score(a: np.ndarray, b: np.ndarray, cfg: DuplicatesConfig) -> tuple[float, float, float, float]:
     """Best agreement of two pitch sequences over tempo ratios and offsets.
 
@@ -320,11 +327,17 @@ def find_pairs(index: FingerprintIndex, pitch: Mapping[str, np.ndarray], *, new_
         done.add(tid)
     if cfg.versions and pitch:
         done = set()
+        ids = list(pitch)
+        profiles = np.stack([pitch_profile(pitch[t]) for t in ids]) if ids else np.zeros((0, 12))
         for tid in new:
             seq = pitch.get(tid)
             if seq is None:
                 continue
-            for other, oseq in pitch.items():
+            # The full comparison costs ~15 ms a pair: only the tracks whose pitch-class profile
+            # is closest (a version keeps its key and its melody's notes) get it.
+            closeness = profiles @ pitch_profile(seq)
+            for i in np.argsort(-closeness, kind="stable")[: cfg.version_candidates + 1]:
+                other, oseq = ids[i], pitch[ids[i]]
                 if other == tid or other in done:
                     continue
                 key = (min(tid, other), max(tid, other))
