@@ -75,6 +75,8 @@ def test_evaluation_is_logged_to_the_index_run(indexed):
     assert metrics["eval_none_top1"] == 1.0
     assert {"eval_top1", "eval_top10", "eval_mrr", "eval_phone_top1", "eval_mp3_64k_top1",
             "eval_tag_precision_at_5", "eval_version_mrr"} <= set(metrics)
+    # The same excerpts through the embedding alone: what the fingerprint index adds (#12).
+    assert metrics["eval_phone_top1"] >= metrics["eval_embedding_only_phone_top1"]
     names = {a.path for a in mlflow.MlflowClient().list_artifacts(run.info.run_id, "evaluation")}
     assert names == {"evaluation/evaluation.json", "evaluation/evaluation.png"}
 

@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import json
 import os
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Mapping
@@ -530,7 +531,7 @@ def _settings(cfg: FingerprintConfig) -> dict:
 
 def build_fingerprint_index(sources: Mapping[str, AudioSource], cfg: FingerprintConfig, *,
                             progress: bool = False) -> FingerprintIndex:
-    """Decode and fingerprint every ``{track_id: path}``; files that fail are left out (and said).
+    """Decode and fingerprint every ``{track_id: path}``; files that fail are left out with a warning.
 
     Decoding is at ``cfg.sample_rate_hz`` (8 kHz), so a track costs a fraction of its embedding.
     """
@@ -541,5 +542,5 @@ def build_fingerprint_index(sources: Mapping[str, AudioSource], cfg: Fingerprint
         try:
             fps[tid] = fingerprint_source(source, cfg)
         except AudioDecodeError as exc:
-            print(f"fingerprint: skipping {describe_source(source)}: {exc}")
+            warnings.warn(f"fingerprint index: left out {describe_source(source)}: {exc}", stacklevel=2)
     return FingerprintIndex.from_fingerprints(fps, cfg)
