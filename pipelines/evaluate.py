@@ -77,6 +77,13 @@ def run_evaluate(cfg: Config, spark: SparkSession | None = None, *, progress: bo
         summary = evaluate(searcher.search, tracks, n_excerpts=n_excerpts, seed=seed,
                            hop_s=built_with.clips.hop_s, progress=progress)
         metrics = flat_metrics(summary)
+        if searcher.fingerprints is not None:
+            # The same excerpts through the embedding alone: what the fingerprint index adds.
+            searcher.fingerprints = None
+            baseline = evaluate(searcher.search, tracks, n_excerpts=n_excerpts, seed=seed,
+                                hop_s=built_with.clips.hop_s, progress=progress, excerpts_only=True)
+            summary["embedding_only"] = {"excerpts": baseline["excerpts"]}
+            metrics.update({k.replace("eval_", "eval_embedding_only_", 1): v for k, v in flat_metrics(baseline).items()})
         out = Path(tmp) / "evaluation"
         out.mkdir()
         (out / "evaluation.json").write_text(json.dumps(summary, indent=2))

@@ -34,6 +34,7 @@ from soundalike.extract import clip_policy
 from soundalike.index import build_index, choose_factory, recall_at_k
 from soundalike.search import TRACKS_FILE
 from soundalike_pipelines.endpoint import point_endpoint_at
+from soundalike_pipelines.fingerprints import load_fingerprints, update_fingerprints
 from soundalike_pipelines.session import ensure_tables, get_spark
 from soundalike_pipelines.summary import StageSummary
 
@@ -85,14 +86,18 @@ def run_index(cfg: Config, spark: SparkSession | None = None) -> IndexSummary:
     spark = spark or get_spark(cfg)
     ensure_tables(spark, cfg)
     policy = clip_policy(cfg.clips)
+    if cfg.fingerprint.enabled:  # landmarks of new tracks first, so the inputs below are complete
+        update_fingerprints(spark, cfg)
+    inputs = ("tracks", "clips", "embeddings") + (("fingerprints",) if cfg.fingerprint.enabled else ())
     fingerprint = hashlib.sha256(
         json.dumps(
             {
-                "versions": {t: _table_version(spark, cfg.tables.name(t)) for t in ("tracks", "clips", "embeddings")},
+                "versions": {t: _table_version(spark, cfg.tables.name(t)) for t in inputs},
                 "embedder": embedder.key,
                 "policy": policy,
                 "index": config_to_dict(cfg.index),
                 "index_flagged": cfg.clips.index_flagged,
+                **({"fingerprint": config_to_dict(cfg.fingerprint)} if cfg.fingerprint.enabled else {}),
             },
             sort_keys=True,
         ).encode()
@@ -140,6 +145,8 @@ def run_index(cfg: Config, spark: SparkSession | None = None) -> IndexSummary:
     with tempfile.TemporaryDirectory(dir=_tmp_root(cfg)) as tmp:
         index_dir = Path(tmp) / "index"
         index.save(index_dir)
+        if cfg.fingerprint.enabled:  # beside the FAISS file, in the same manifest
+            load_fingerprints(spark, cfg)[0].save(index_dir)
         track_meta.to_parquet(index_dir / TRACKS_FILE, index=False)
         (index_dir / "config.json").write_text(json.dumps(config_to_dict(cfg), indent=2))
         with mlflow.start_run(experiment_id=experiment_id, run_name="index") as run:

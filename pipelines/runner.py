@@ -8,6 +8,7 @@ from pyspark.sql import SparkSession
 
 from soundalike.config import Config
 from soundalike.errors import ConfigError
+from soundalike_pipelines.duplicates import run_duplicates
 from soundalike_pipelines.embed import run_embed
 from soundalike_pipelines.evaluate import run_evaluate
 from soundalike_pipelines.index_build import run_index, run_register
@@ -22,6 +23,7 @@ STAGES: dict[str, Callable[[Config, SparkSession], object]] = {
     "index": run_index,
     "evaluate": run_evaluate,
     "register": run_register,
+    "duplicates": run_duplicates,
 }
 
 

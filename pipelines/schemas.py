@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from pyspark.sql.types import (
     ArrayType,
+    BinaryType,
     BooleanType,
     DoubleType,
     FloatType,
@@ -75,12 +76,41 @@ INGEST_ERRORS = StructType(
     ]
 )
 
+FINGERPRINTS = StructType(
+    [
+        _f("track_id", StringType(), "tracks.track_id", False),
+        _f("settings", StringType(), "hash of the fingerprint settings the landmarks were made with"),
+        _f("duration_s", DoubleType(), "decoded length, seconds"),
+        _f("hashes", ArrayType(IntegerType()), "landmark hashes (uint32 stored as int32)"),
+        _f("times", ArrayType(IntegerType()), "anchor frame of each hash (fingerprint.hop_length samples at 8 kHz)"),
+        _f("pitch", BinaryType(), "predominant pitch class per 0.25 s (uint8, 12 = none), for versions"),
+        _f("created_at", TimestampType(), "when the track was fingerprinted"),
+    ]
+)
+
+DUPLICATES = StructType(
+    [
+        _f("track_a", StringType(), "tracks.track_id; for contained the longer track", False),
+        _f("track_b", StringType(), "tracks.track_id; for contained the edit inside a; for exact = track_a", False),
+        _f("path_a", StringType(), "a file of track_a (the first path)"),
+        _f("path_b", StringType(), "a file of track_b (exact: another file with the same bytes)"),
+        _f("kind", StringType(), "exact | re-encode | contained | version"),
+        _f("score", DoubleType(), "strength of the evidence, 0..1"),
+        _f("coverage", DoubleType(), "fraction of the shorter track that matches"),
+        _f("offset_s", DoubleType(), "where b starts inside a, seconds"),
+        _f("evidence", StringType(), "JSON: aligned stretches {a_s, b_s, hits}, or the paths (exact), or tempo ratio (version)"),
+        _f("run_at", TimestampType(), "when the pair was found"),
+    ]
+)
+
 #: Table key → (schema, natural key columns, table comment).
 TABLES = {
     "tracks": (TRACKS, ("path",), "Audio files of the catalogue, one row per path"),
     "clips": (CLIPS, ("track_id", "clip_policy", "clip_idx"), "Fixed-length clips of each track, with silence/noise flags"),
     "embeddings": (EMBEDDINGS, ("track_id", "clip_policy", "clip_idx", "embedder"), "One vector per clip and embedder"),
     "ingest_errors": (INGEST_ERRORS, ("path", "stage"), "Files that could not be ingested or embedded, and why"),
+    "fingerprints": (FINGERPRINTS, ("track_id",), "Landmark fingerprints and pitch sequences per track"),
+    "duplicates": (DUPLICATES, ("track_a", "track_b"), "Duplicate recordings and versions among the tracks"),
 }
 
 

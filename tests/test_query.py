@@ -75,6 +75,8 @@ def test_evaluation_is_logged_to_the_index_run(indexed):
     assert metrics["eval_none_top1"] == 1.0
     assert {"eval_top1", "eval_top10", "eval_mrr", "eval_phone_top1", "eval_mp3_64k_top1",
             "eval_tag_precision_at_5", "eval_version_mrr"} <= set(metrics)
+    # The same excerpts through the embedding alone: what the fingerprint index adds (#12).
+    assert metrics["eval_phone_top1"] >= metrics["eval_embedding_only_phone_top1"]
     names = {a.path for a in mlflow.MlflowClient().list_artifacts(run.info.run_id, "evaluation")}
     assert names == {"evaluation/evaluation.json", "evaluation/evaluation.png"}
 
@@ -200,3 +202,21 @@ def test_served_model_answers_invocations(indexed, tmp_path):
         server.terminate()
         server.wait(timeout=30)
         log.close()
+
+
+def test_phone_band_excerpt_through_the_registered_model_reports_its_source_and_offset(indexed):
+    from soundalike import degrade
+
+    _, _, root, meta, model, _ = indexed
+    track = meta[4]
+    wave = load_audio(root / track.file, 44100, offset_s=6.3, duration_s=15.0)
+    data = degrade.encode(*degrade.apply("phone+mp3_64k", wave, 44100, rng=np.random.default_rng(0)), "wav")
+    import pandas as pd
+
+    out = model.predict(pd.DataFrame({"audio_b64": [b64(data)]}), params={"max_results": 3})[0]
+    assert out["results"][0]["path"].endswith(track.file)
+    assert out["identified"]["track_id"] == out["results"][0]["track_id"]
+    assert out["results"][0]["match"]["confident"] is True
+    # Generated tracks repeat their bars, so an excerpt may align with a repeat: it lies in the track.
+    assert -0.5 <= out["results"][0]["match"]["offset_s"] <= track.duration_s - 15.0 + 0.5
+    assert {"combined_score", "votes", "total_similarity", "evidence"} <= set(out["results"][0])

@@ -103,6 +103,9 @@ def _sample_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--seed", type=int, default=0, help="random seed (default: %(default)s)")
     p.add_argument("--min-seconds", type=float, default=30.0, help="shortest track (default: %(default)s)")
     p.add_argument("--max-seconds", type=float, default=120.0, help="longest track (default: %(default)s)")
+    p.add_argument("--plant-duplicates", action="store_true",
+                   help="also write planted duplicates (re-encodes, gain copies, trimmed/faded edits, exact copies) "
+                        "with the truth in the sidecar's 'planted' field")
     p.add_argument("--json", action="store_true", help="print the written metadata as JSON")
     p.set_defaults(handler=_run_sample)
 
@@ -121,6 +124,7 @@ def _run_sample(args: argparse.Namespace) -> int:
             min_duration_s=args.min_seconds,
             max_duration_s=args.max_seconds,
             progress=not args.json,
+            plant_duplicates=args.plant_duplicates,
         )
     except ValueError as exc:
         if isinstance(exc, SoundalikeError):
@@ -155,6 +159,35 @@ def _pipeline_parsers(sub: argparse._SubParsersAction) -> None:
     _stage_parser(sub, "index", "build the FAISS clip index and log it as an MLflow run")
     _stage_parser(sub, "evaluate", "measure the newest index (excerpts under degradations, tags, versions) and log it")
     _stage_parser(sub, "register", "register the newest index as the soundalike_search MLflow model")
+    p = sub.add_parser(
+        "duplicates",
+        help="find duplicate recordings, edits and versions among the catalogue's tracks (incremental)",
+        description="Compare new tracks with the catalogue (landmark votes on one offset, pitch sequences for "
+                    "versions), update the duplicates table, and report counts per kind and the top pairs.",
+    )
+    add_config_args(p)
+    p.add_argument("--top", type=int, default=10, help="pairs shown per kind in the report (default: %(default)s)")
+    p.add_argument("--json", action="store_true", help='print {"summary": ..., "pairs": [...]} as JSON')
+    p.set_defaults(handler=_run_duplicates)
+
+
+def _run_duplicates(args: argparse.Namespace) -> int:
+    from soundalike.config import load_config
+    from soundalike.duplicates import report
+    from soundalike_pipelines.duplicates import read_duplicates, run_duplicates
+    from soundalike_pipelines.session import get_spark
+
+    cfg = load_config(args.conf, args.overrides)
+    spark = get_spark(cfg)
+    summary = run_duplicates(cfg, spark, progress=not args.json)
+    pairs = read_duplicates(spark, cfg)
+    if args.json:
+        _print_json({"summary": summary.to_json(), "pairs": pairs})
+    else:
+        print(f"{summary.new_tracks} new tracks compared, {summary.removed_tracks} removed; "
+              f"{summary.pairs_written} pairs written, {summary.pairs_deleted} deleted")
+        print(report(pairs, top=args.top))
+    return 0
 
 
 def _run_stages(args: argparse.Namespace) -> int:
@@ -280,6 +313,12 @@ def _print_results(out: dict) -> None:
                 best[m["query_start_s"]] = m
         shown = ", ".join(f"{q:g}s→{m['clip_start_s']:g}s (d={m['distance']:.3f})" for q, m in sorted(best.items()))
         print(f"{'':>6}clips: {shown}")
+    found = out.get("identified")
+    if found:
+        name = next((Path(r["path"] or r["track_id"]).name for r in results if r["track_id"] == found["track_id"]),
+                    found["track_id"])
+        print(f"identified: {name}, the query starts at {found['offset_s']:.2f} s in it "
+              f"({found['aligned_hits']} aligned landmarks, speed x{found['speed']:g})")
 
 
 # --------------------------------------------------------------------------- web

@@ -119,6 +119,156 @@ class QueryConfig:
 
 
 @dataclass(frozen=True)
+class FingerprintConfig:
+    """Landmark fingerprints for excerpt identification and duplicates (:mod:`soundalike.fingerprint`).
+
+    Attributes
+    ----------
+    enabled : bool
+        Build the fingerprint index beside the clip index and fuse its matches into queries.
+    sample_rate_hz, n_fft, hop_length : int
+        Spectrogram of the landmarks (8 kHz: what a phone line and a low-bitrate mp3 keep).
+    fmin_hz, fmax_hz : float
+        Peaks are picked only in this band (the telephone band by default).
+    whiten_bins : int
+        Width of the running mean removed along frequency before peak picking.
+    peak_dt_frames, peak_df_bins : int
+        A peak is the maximum of its ±frames × ±bins neighbourhood.
+    peaks_per_s : int
+        At most this many peaks per second (the strongest).
+    floor_db : float
+        Frames more than this below the loudest frame get no peaks.
+    fan_out, pair_window, max_dt_frames, max_df_bins : int
+        Each peak pairs with its first ``fan_out`` later peaks (looking at the next
+        ``pair_window``) within ``max_dt_frames`` frames and ±``max_df_bins`` bins.
+    freq_quant_bins : int
+        Frequencies are quantised to this many bins in a hash (coarser: more speed-tolerant).
+    offset_tolerance_frames : int
+        Votes within ±this many frames of an offset count as aligned with it.
+    max_bucket : int
+        Hashes held by more than this many catalogue landmarks are ignored (stop words).
+    speed_factors : tuple of float
+        Query copies tried, undoing a speed change of each factor (1.03: played 3 % fast).
+    min_aligned_hits : int
+        A match needs at least this many time-aligned landmarks to be confident ...
+    min_margin : float
+        ... and this many times the runner-up's.
+    min_query_s : float
+        Shorter queries are refused (a clear ``ParameterError``).
+    fusion_weight : float
+        How confident fingerprint matches enter the ranking: they go first (ordered by aligned
+        hits) when > 0; 0 reports them without reordering.
+    """
+
+    enabled: bool = True
+    sample_rate_hz: int = 8000
+    n_fft: int = 1024
+    hop_length: int = 256
+    fmin_hz: float = 300.0
+    fmax_hz: float = 3400.0
+    whiten_bins: int = 101
+    peak_dt_frames: int = 6
+    peak_df_bins: int = 10
+    peaks_per_s: int = 18
+    floor_db: float = 60.0
+    fan_out: int = 6
+    pair_window: int = 48
+    max_dt_frames: int = 63
+    max_df_bins: int = 63
+    freq_quant_bins: int = 2
+    offset_tolerance_frames: int = 2
+    max_bucket: int = 20000
+    speed_factors: tuple[float, ...] = (0.97, 0.98, 0.99, 1.0, 1.01, 1.02, 1.03)
+    min_aligned_hits: int = 30
+    min_margin: float = 2.0
+    min_query_s: float = 3.0
+    fusion_weight: float = 1.0
+
+    def __post_init__(self) -> None:
+        if not 0 < self.fmin_hz < self.fmax_hz <= self.sample_rate_hz / 2:
+            raise ConfigError(f"fingerprint band must satisfy 0 < fmin_hz < fmax_hz <= Nyquist, got "
+                              f"{self.fmin_hz}-{self.fmax_hz} Hz at {self.sample_rate_hz} Hz")
+        for name in ("n_fft", "hop_length", "whiten_bins", "peaks_per_s", "fan_out", "pair_window",
+                     "max_dt_frames", "max_df_bins", "freq_quant_bins", "min_aligned_hits", "max_bucket"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"fingerprint.{name} must be at least 1, got {getattr(self, name)}")
+        if self.max_dt_frames >= 64 or self.max_df_bins // self.freq_quant_bins >= 64:
+            raise ConfigError("fingerprint.max_dt_frames must be < 64 and max_df_bins / freq_quant_bins < 64 "
+                              "(they are 6-bit and 7-bit fields of the hash)")
+        if not self.speed_factors or not all(0.5 <= f <= 2.0 for f in self.speed_factors):
+            raise ConfigError(f"fingerprint.speed_factors must be a non-empty list in [0.5, 2], got {self.speed_factors}")
+        if self.min_margin < 1.0 or self.min_query_s <= 0 or self.fusion_weight < 0:
+            raise ConfigError("fingerprint.min_margin must be >= 1, min_query_s > 0 and fusion_weight >= 0")
+
+
+@dataclass(frozen=True)
+class DuplicatesConfig:
+    """How ``soundalike duplicates`` pairs catalogue tracks (see :mod:`soundalike.duplicates`).
+
+    Attributes
+    ----------
+    min_aligned_hits : int
+        A duplicate needs at least this many landmarks agreeing on one offset ...
+    min_coverage : float
+        ... spread over at least this share of the shorter track.
+    min_score : float
+        ... holding at least this share of the shorter track's landmarks ...
+    min_aligned_similarity : float
+        ... and sounding the same there (spectral correlation at the offset); between
+        ``version_min_aligned_similarity`` and this, an aligned pair is a ``version``.
+    version_min_aligned_similarity : float
+    version_min_landmark_score : float
+        An aligned pair that sounds different is a version only with this share of landmarks
+        (stationary pads share a few peaks with anything in their key).
+    coverage_bin_s : float
+        Coverage is counted in bins of this many seconds.
+    same_length_tolerance_s : float
+        Equal lengths and offset ≈ 0 within this: ``re-encode``; otherwise ``contained``.
+    offset_candidates : int
+        Top-voted offsets (1 s apart) whose aligned similarity is checked; the best-sounding wins
+        (music built from repeated bars aligns a bar away almost as well).
+    versions : bool
+        Look for versions (same piece, other recording) among non-duplicates.
+    version_min_score : float
+        Pitch-sequence agreement (chance = 0) a version needs.
+    version_min_overlap_s : float
+        The agreement must hold over at least this much (or 80 % of the shorter track) ...
+    version_min_coverage : float
+        ... and over at least this share of the shorter track (a short stretch somewhere in a
+        long track agrees with something by chance).
+    version_candidates : int
+        Each new track is compared in full only with this many tracks of closest pitch-class
+        profile (the comparison costs ~15 ms a pair; this keeps a new track's cost flat).
+    version_tempo_range : tuple of float
+        Tempo ratios tried between two versions, and how many steps (geometric).
+    version_tempo_steps : int
+    evidence_clip_s : float
+        Evidence stretches are this long ...
+    max_evidence : int
+        ... and at most this many are kept per pair.
+    """
+
+    min_aligned_hits: int = 40
+    min_coverage: float = 0.3
+    min_score: float = 0.04
+    min_aligned_similarity: float = 0.65
+    version_min_aligned_similarity: float = 0.4
+    version_min_landmark_score: float = 0.1
+    coverage_bin_s: float = 2.0
+    same_length_tolerance_s: float = 1.0
+    offset_candidates: int = 4
+    versions: bool = True
+    version_min_score: float = 0.3
+    version_min_overlap_s: float = 20.0
+    version_min_coverage: float = 0.5
+    version_candidates: int = 50
+    version_tempo_range: tuple[float, ...] = (0.7, 1.43)
+    version_tempo_steps: int = 37
+    evidence_clip_s: float = 10.0
+    max_evidence: int = 50
+
+
+@dataclass(frozen=True)
 class EvaluationConfig:
     """How the evaluate stage measures an index (see :mod:`soundalike.evaluation`)."""
 
@@ -142,6 +292,8 @@ class TablesConfig:
     clips: str = "clips"
     embeddings: str = "embeddings"
     ingest_errors: str = "ingest_errors"
+    duplicates: str = "duplicates"
+    fingerprints: str = "fingerprints"
 
     def name(self, table: str) -> str:
         """Fully qualified name of one of the tables, e.g. ``name("tracks")``."""
@@ -329,6 +481,8 @@ class Config:
     embedder: EmbedderConfig = field(default_factory=EmbedderConfig)
     index: IndexConfig = field(default_factory=IndexConfig)
     query: QueryConfig = field(default_factory=QueryConfig)
+    fingerprint: FingerprintConfig = field(default_factory=FingerprintConfig)
+    duplicates: DuplicatesConfig = field(default_factory=DuplicatesConfig)
     evaluation: EvaluationConfig = field(default_factory=EvaluationConfig)
     tables: TablesConfig = field(default_factory=TablesConfig)
     spark: SparkConfig = field(default_factory=SparkConfig)

@@ -75,6 +75,10 @@ DEGRADATIONS: dict[str, Callable[..., tuple[np.ndarray, int]]] = {
     "phone": lambda w, sr, rng: phone(w, sr),
     "gain_+6db": lambda w, sr, rng: gain(w, sr, db=6.0),
     "gain_-6db": lambda w, sr, rng: gain(w, sr, db=-6.0),
+    # Two at once, as queries meet them: a phone call of a low-bitrate stream, a noisy room
+    # recording of a slightly fast deck.
+    "phone+mp3_64k": lambda w, sr, rng: mp3(*phone(w, sr), kbps=64),
+    "pink_noise_20db+speed_+3pct": lambda w, sr, rng: speed(*pink_noise(w, sr, snr_db=20.0, rng=rng), factor=1.03),
 }
 
 

@@ -96,19 +96,24 @@ def evaluate(
     seed: int = 0,
     hop_s: float = 10.0,
     progress: bool = True,
+    excerpts_only: bool = False,
 ) -> dict:
     """Run the three measures with ``search(bytes, **params) -> {"results": [...]}``.
+
+    ``excerpts_only`` skips the tag and version measures (``None`` in the summary).
 
     Returns
     -------
     dict
         ``{"excerpts": {"overall": {...}, "by_degradation": {name: {...}}}, "tags": {...} | None,
         "versions": {...} | None, "queries": [...]}`` where each ``{...}`` holds ``n``,
-        ``top1``, ``top10`` and ``mrr`` (tags: ``precision_at_5``).
+        ``top1``, ``top10`` and ``mrr`` (tags: ``precision_at_5``); per degradation also
+        ``offset_within_1s`` when the results carry fingerprint matches.
     """
     rng = np.random.default_rng(seed + 1)
     plan = plan_excerpts(tracks, n_excerpts, seed=seed, hop_s=hop_s)
     by_degradation: dict[str, list[float]] = defaultdict(list)
+    offset_errors: dict[str, list[float | None]] = defaultdict(list)
     queries = []
     for q in tqdm(plan, desc="excerpt queries", unit="query", disable=not progress):
         wave = load_audio(q.path, EXCERPT_SR, offset_s=q.offset_s, duration_s=q.duration_s)
@@ -122,14 +127,20 @@ def evaluate(
             record["error"] = str(exc)
         rr = reciprocal_rank(results, {q.track_id})
         by_degradation[q.degradation].append(rr)
-        queries.append({**record, "reciprocal_rank": rr, "top": results[0]["track_id"] if results else None})
+        # With a fingerprint index the top result says where the excerpt starts in it.
+        match = results[0].get("match") if rr == 1.0 else None
+        error = abs(match["offset_s"] - q.offset_s) if match else None
+        offset_errors[q.degradation].append(error)
+        queries.append({**record, "reciprocal_rank": rr, "top": results[0]["track_id"] if results else None,
+                        "offset_error_s": None if error is None else round(error, 3)})
     summary = {
         "excerpts": {
             "overall": _rank_metrics([rr for v in by_degradation.values() for rr in v]),
-            "by_degradation": {name: _rank_metrics(v) for name, v in by_degradation.items()},
+            "by_degradation": {name: {**_rank_metrics(v), **_offset_metrics(offset_errors[name])}
+                               for name, v in by_degradation.items()},
         },
-        "tags": _tag_precision(search, tracks, progress=progress),
-        "versions": _version_mrr(search, tracks, progress=progress),
+        "tags": None if excerpts_only else _tag_precision(search, tracks, progress=progress),
+        "versions": None if excerpts_only else _version_mrr(search, tracks, progress=progress),
         "queries": queries,
     }
     return summary
@@ -141,6 +152,13 @@ def _rank_metrics(rrs: Sequence[float]) -> dict:
         return {"n": 0, "top1": None, "top10": None, "mrr": None}
     return {"n": int(rrs.size), "top1": round(float(np.mean(rrs == 1.0)), 4),
             "top10": round(float(np.mean(rrs > 0)), 4), "mrr": round(float(rrs.mean()), 4)}
+
+
+def _offset_metrics(errors: Sequence[float | None]) -> dict:
+    """Share of queries found first with their offset right to 1 s (only when results carry a match)."""
+    if not any(e is not None for e in errors):
+        return {}
+    return {"offset_within_1s": round(float(np.mean([e is not None and e <= 1.0 for e in errors])), 4)}
 
 
 def _middle_excerpt(track: EvalTrack, seconds: float = 30.0) -> bytes:

@@ -148,3 +148,45 @@ def fuse(
 
 def results_to_json(results: Sequence[SongResult]) -> list[dict]:
     return [r.to_json() for r in results]
+
+
+def fuse_fingerprint(songs: Sequence[dict], matches: Sequence, *, max_results: int, weight: float = 1.0) -> list[dict]:
+    """Put songs identified by their landmarks first; every song gets a ``match`` field.
+
+    Parameters
+    ----------
+    songs : sequence of dict
+        Ranked songs as :meth:`SongResult.to_json` gives them (embedding evidence).
+    matches : sequence of :class:`~soundalike.fingerprint.FingerprintMatch`
+        Fingerprint matches of the same query, best first.
+    max_results : int
+    weight : float
+        > 0: confident matches lead, ordered by aligned hits (time-consistent evidence beats
+        similar sound); 0: matches are only reported.
+
+    Returns
+    -------
+    list of dict
+        Re-ranked songs (``rank`` renumbered). ``match`` is ``None`` or ``{offset_s,
+        aligned_hits, query_hashes, hit_ratio, speed, confident}``. A confident match the
+        embedding did not retrieve is added with zero votes and similarity.
+    """
+    by_id = {m.track_id: m for m in matches}
+    out = [{**s, "match": by_id[s["track_id"]].to_json() if s["track_id"] in by_id else None} for s in songs]
+    known = {s["track_id"] for s in songs}
+    for m in matches:
+        if m.confident and m.track_id not in known:
+            out.append({"rank": 0, "track_id": m.track_id, "combined_score": 0.0, "votes": 0, "total_similarity": 0.0,
+                        "vote_score": 0.0, "similarity_score": 0.0, "evidence": [], "match": m.to_json()})
+    if weight > 0:
+        def key(item):
+            pos, s = item
+            m = s["match"]
+            if m is not None and m["confident"]:
+                return (0, -m["aligned_hits"], pos)
+            return (1, 0, pos)
+        out = [s for _, s in sorted(enumerate(out), key=key)]
+    out = out[:max_results]
+    for rank, s in enumerate(out, start=1):
+        s["rank"] = rank
+    return out

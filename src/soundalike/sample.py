@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import dataclasses
 import io
+import itertools
 import json
 import math
 import os
@@ -28,6 +29,7 @@ from pathlib import Path
 
 import numpy as np
 import soundfile as sf
+import soxr
 from scipy.signal import butter, lfilter, sosfilt
 from tqdm import tqdm
 
@@ -144,6 +146,10 @@ class SampleTrack:
         under them.
     seed : int
         The seed passed to :func:`synthesize_track` for the music of this track.
+    planted : dict or None
+        Only for planted duplicates (``generate_catalogue(plant_duplicates=True)``):
+        ``{"kind": "exact" | "re-encode" | "contained", "of": <source file>, "offset_s": <where
+        this file starts inside the source>}``. Absent from the sidecar when ``None``.
     """
 
     file: str
@@ -160,6 +166,7 @@ class SampleTrack:
     silent_spans_s: tuple[tuple[float, float], ...]
     applause_spans_s: tuple[tuple[float, float], ...]
     seed: int
+    planted: dict | None = None
 
 
 # =========================================================================== public API
@@ -246,6 +253,7 @@ def generate_catalogue(
     min_duration_s: float = 30.0,
     max_duration_s: float = 120.0,
     progress: bool = True,
+    plant_duplicates: bool = False,
 ) -> list[SampleTrack]:
     """Write ``n_tracks`` synthetic tracks and a :data:`METADATA_FILENAME` sidecar into ``out_dir``.
 
@@ -270,6 +278,9 @@ def generate_catalogue(
         Track lengths are uniform in this range (seconds, rounded to 0.1 s); min >= 5.
     progress : bool
         Show a tqdm progress bar.
+    plant_duplicates : bool
+        Also write planted duplicates of some tracks (:func:`plant_duplicates`), with the truth in
+        each one's ``planted`` field. Off by default; the default catalogue is unchanged by it.
 
     Returns
     -------
@@ -298,13 +309,14 @@ def generate_catalogue(
         n_tracks=int(n_tracks), seed=int(seed),
         min_duration_s=float(min_duration_s), max_duration_s=float(max_duration_s),
     )
+    planted = _plan_planted(tracks, seed=int(seed)) if plant_duplicates else []
     sidecar = out / METADATA_FILENAME
     if sidecar.exists():
         try:
             existing = load_metadata(out)
         except ParameterError:
             existing = None
-        if existing != tracks:
+        if existing != tracks + planted:
             raise ParameterError(
                 f"{out} already holds a different sample catalogue ({sidecar.name}); "
                 "choose an empty directory or delete the old catalogue first"
@@ -314,8 +326,11 @@ def generate_catalogue(
     for track in tqdm(tracks, desc="sample catalogue", unit="track", disable=not progress):
         wave = _render_planned(track, motifs.get(track.motif_id) if track.motif_id else None)
         (out / track.file).write_bytes(_encode(wave, track.sample_rate_hz, track.format, ogg_serial=track.seed))
+    for track in planted:
+        _write_planted(out, track)
+    tracks = tracks + planted
 
-    rows = [dataclasses.asdict(t) for t in tracks]
+    rows = [_sidecar_row(t) for t in tracks]
     tmp = sidecar.with_name(sidecar.name + ".tmp")
     tmp.write_text(json.dumps(rows, indent=2) + "\n")
     tmp.replace(sidecar)  # the sidecar appears only once every file is written
@@ -347,7 +362,9 @@ def load_metadata(catalogue_dir: str | os.PathLike) -> list[SampleTrack]:
     except (OSError, ValueError) as exc:
         raise ParameterError(f"{path} cannot be read as JSON: {exc}") from None
     fields = [f.name for f in dataclasses.fields(SampleTrack)]
-    if not isinstance(rows, list) or not all(isinstance(r, dict) and sorted(r) == sorted(fields) for r in rows):
+    if not isinstance(rows, list) or not all(
+        isinstance(r, dict) and sorted(set(r) | {"planted"}) == sorted(fields) for r in rows
+    ):
         raise ParameterError(f"{path} is not a sample-catalogue sidecar (expected a list of {fields})")
     try:
         return [
@@ -366,6 +383,7 @@ def load_metadata(catalogue_dir: str | os.PathLike) -> list[SampleTrack]:
                 silent_spans_s=tuple((float(a), float(b)) for a, b in r["silent_spans_s"]),
                 applause_spans_s=tuple((float(a), float(b)) for a, b in r["applause_spans_s"]),
                 seed=int(r["seed"]),
+                planted=dict(r["planted"]) if r.get("planted") else None,
             )
             for r in rows
         ]
@@ -1239,3 +1257,69 @@ def _x_pow_mod(exponent: int) -> int:
         base = _gf2_mulmod(base, base)
         exponent >>= 1
     return result
+
+
+# =========================================================================== planted duplicates
+
+
+def _sidecar_row(track: SampleTrack) -> dict:
+    row = dataclasses.asdict(track)
+    if row["planted"] is None:
+        del row["planted"]  # the default catalogue's sidecar stays as it always was
+    return row
+
+
+def _plan_planted(tracks: list[SampleTrack], *, seed: int) -> list[SampleTrack]:
+    """Planted duplicates of a few tracks without a motif, at least 30 s long.
+
+    Per source, cycling: a re-encode (another format and sample rate), a -6 dB gain copy (another
+    format), an edit (intro cut by 3-12 s, 4 s off the end, 1.5 s fade in, 3 s fade out) and a
+    byte-identical copy; at most 8 files.
+    """
+    rng = np.random.default_rng(seed + 12)
+    sources = [t for t in tracks if t.motif_id is None and t.duration_s >= 30.0]
+    kinds = ("re-encode", "gain", "contained", "exact")
+    out = []
+    for number, (source, kind) in enumerate(zip(sources[:8], itertools.cycle(kinds))):
+        other_fmt = {"wav": "mp3", "flac": "ogg", "ogg": "flac", "mp3": "wav"}[source.format]
+        if kind == "exact":
+            fmt, sr, offset, duration = source.format, source.sample_rate_hz, 0.0, source.duration_s
+        elif kind == "contained":
+            fmt, sr = other_fmt, source.sample_rate_hz
+            if fmt == "mp3" and sr not in _MP3_SAMPLE_RATES_HZ:
+                sr = 44100
+            offset = round(float(rng.uniform(3.0, 12.0)), 2)
+            duration = round(source.duration_s - offset - 4.0, 2)
+        else:
+            fmt = other_fmt
+            sr = 32000 if source.sample_rate_hz != 32000 else 44100
+            offset, duration = 0.0, source.duration_s
+        stem = Path(source.file).stem
+        out.append(dataclasses.replace(
+            source, file=f"planted_{number:02d}_{kind}_of_{stem}.{fmt}", format=fmt, sample_rate_hz=sr,
+            duration_s=duration, title=f"{source.title} ({kind})", silent_spans_s=(), applause_spans_s=(),
+            planted={"kind": "re-encode" if kind == "gain" else kind, "of": source.file, "offset_s": offset,
+                     "gain_db": -6.0 if kind == "gain" else 0.0},
+        ))
+    return out
+
+
+def _write_planted(out: Path, track: SampleTrack) -> None:
+    from soundalike.audio import load_audio, probe_audio
+
+    source = out / track.planted["of"]
+    if track.planted["kind"] == "exact":
+        (out / track.file).write_bytes(source.read_bytes())
+        return
+    native = probe_audio(source).sample_rate_hz
+    wave = load_audio(source, native, offset_s=track.planted["offset_s"], duration_s=track.duration_s)
+    if track.sample_rate_hz != native:
+        wave = soxr.resample(wave, native, track.sample_rate_hz, quality="HQ").astype(np.float32)
+    wave = wave * np.float32(10 ** (track.planted["gain_db"] / 20))
+    if track.planted["kind"] == "contained":
+        sr = track.sample_rate_hz
+        fade_in, fade_out = int(1.5 * sr), int(3.0 * sr)
+        wave[:fade_in] *= np.linspace(0.0, 1.0, fade_in, dtype=np.float32)
+        wave[-fade_out:] *= np.linspace(1.0, 0.0, fade_out, dtype=np.float32)
+    (out / track.file).write_bytes(_encode(wave.astype(np.float32), track.sample_rate_hz, track.format,
+                                           ogg_serial=track.seed + 1))

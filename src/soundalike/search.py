@@ -29,13 +29,14 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from soundalike.audio import AudioSource
+from soundalike.audio import AudioSource, load_audio
 from soundalike.checksums import sha256_file
-from soundalike.config import ClipsConfig, Config, QueryConfig
+from soundalike.config import ClipsConfig, Config, FingerprintConfig, QueryConfig
 from soundalike.embedders import Embedder, create_embedder
 from soundalike.errors import AudioDecodeError, ModelWeightsError, ParameterError
 from soundalike.extract import clip_policy, extract_track
-from soundalike.fusion import fuse
+from soundalike.fingerprint import FingerprintIndex
+from soundalike.fusion import fuse, fuse_fingerprint
 from soundalike.index import ClipIndex
 
 TRACKS_FILE = "tracks.parquet"
@@ -85,10 +86,17 @@ class QueryParams:
 
 
 class Searcher:
-    """An embedder + clip index + track metadata, ready to answer queries."""
+    """An embedder + clip index + track metadata (+ a fingerprint index), ready to answer queries.
+
+    With a :class:`~soundalike.fingerprint.FingerprintIndex` (built beside the clip index when
+    ``fingerprint.enabled``), :meth:`search` also identifies the recording the query was cut
+    from: songs with a confident, time-aligned landmark match come first, and every song carries
+    a ``match`` (``offset_s`` of the query in it, aligned hits, speed) or ``None``.
+    """
 
     def __init__(self, embedder: Embedder, index: ClipIndex, tracks: pd.DataFrame, clips_cfg: ClipsConfig,
-                 query_cfg: QueryConfig, batch_size: int = 32):
+                 query_cfg: QueryConfig, batch_size: int = 32, *, fingerprints: FingerprintIndex | None = None,
+                 fingerprint_cfg: FingerprintConfig | None = None):
         if index.embedder != embedder.key or index.dim != embedder.dim:
             raise ModelWeightsError(
                 f"the index was built with embedder {index.embedder} (dim {index.dim}) but queries would be "
@@ -101,6 +109,9 @@ class Searcher:
         self.query_cfg = query_cfg
         self.batch_size = batch_size
         self.tracks = tracks.set_index("track_id", drop=False)
+        self.fingerprints = fingerprints
+        # The index's own settings make the query's landmarks; the config only says how to fuse.
+        self.fingerprint_cfg = fingerprint_cfg or (fingerprints.cfg if fingerprints is not None else None)
 
     @classmethod
     def load(cls, index_dir: str | os.PathLike, cfg: Config) -> "Searcher":
@@ -108,7 +119,10 @@ class Searcher:
         index = ClipIndex.load(index_dir, cfg.index)
         tracks = pd.read_parquet(Path(index_dir) / TRACKS_FILE)
         embedder = create_embedder(cfg.embedder, clip_s=cfg.clips.clip_s)
-        return cls(embedder, index, tracks, cfg.clips, cfg.query, cfg.embedder.batch_size)
+        # ClipIndex.load has verified every file in the manifest, the fingerprint files included.
+        fingerprints = FingerprintIndex.load(index_dir, verify=False) if cfg.fingerprint.enabled else None
+        return cls(embedder, index, tracks, cfg.clips, cfg.query, cfg.embedder.batch_size,
+                   fingerprints=fingerprints, fingerprint_cfg=cfg.fingerprint)
 
     def search(self, source: AudioSource, **params) -> dict:
         """Rank catalogue songs by similarity to the recording ``source`` (path or bytes).
@@ -125,7 +139,8 @@ class Searcher:
         dict
             ``{"results": [song, ...], "query_clips": n, "query_seconds": s, "timings_ms": {...}}``
             where each song has rank, track_id, path, title, tags, combined_score, votes,
-            total_similarity and evidence (query_start_s, clip_start_s, distance, similarity).
+            total_similarity, evidence (query_start_s, clip_start_s, distance, similarity) and,
+            with a fingerprint index, ``match`` (see :func:`~soundalike.fusion.fuse_fingerprint`).
         """
         p = QueryParams.build(self.query_cfg, **params)
         timings = {}
@@ -140,8 +155,22 @@ class Searcher:
             )
         keep = clips.indexable if clips.indexable.any() else np.ones(len(clips), bool)
         results = self._rank(clips.vectors[keep], clips.start_s[keep], p, timings)
+        extra = {}
+        if self.fingerprints is not None:
+            t3 = time.perf_counter()
+            fp_cfg = self.fingerprints.cfg
+            wave = load_audio(source, fp_cfg.sample_rate_hz, duration_s=p.max_query_seconds)
+            matches = self.fingerprints.match_wave(wave, fp_cfg.sample_rate_hz, max_results=p.max_results,
+                                                   exclude_track_ids=p.exclude_track_ids)
+            fused = fuse_fingerprint(results, matches, max_results=p.max_results,
+                                     weight=self.fingerprint_cfg.fusion_weight)
+            results = [s if "path" in s else self._describe(s) for s in fused]  # new ones need metadata
+            timings["fingerprint"] = (time.perf_counter() - t3) * 1000
+            top = next((m for m in matches if m.confident), None)
+            extra["identified"] = None if top is None else {"track_id": top.track_id, **top.to_json()}
         return {
             "results": results,
+            **extra,
             "query_clips": int(keep.sum()),
             "query_seconds": round(float(clips.duration_s), 3),
             "embedder": self.embedder.key,

@@ -1,0 +1,89 @@
+"""Landmark fingerprints per track, kept in the ``fingerprints`` Delta table (incremental).
+
+:func:`update_fingerprints` decodes only tracks that lack landmarks for the current
+``fingerprint`` settings (once each, at 8 kHz, on the workers) and drops the rows of track ids no
+path refers to any more. The index stage builds the query-time
+:class:`~soundalike.fingerprint.FingerprintIndex` from this table and the duplicates stage
+compares tracks with it, so no stage decodes a track twice for landmarks.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+
+import numpy as np
+import pandas as pd
+from pyspark.sql import SparkSession
+from pyspark.sql import functions as F
+
+from soundalike.config import Config, FingerprintConfig, config_to_dict
+from soundalike.errors import SoundalikeError
+from soundalike_pipelines.schemas import FINGERPRINTS
+from soundalike_pipelines.writes import delete_where_key_in, upsert
+
+_COLUMNS = [f.name for f in FINGERPRINTS.fields if f.name != "created_at"]
+_OUT = "track_id string, settings string, duration_s double, hashes array<int>, times array<int>, pitch binary"
+
+
+def fingerprint_settings(cfg: FingerprintConfig) -> str:
+    """A short hash of the settings that shape landmarks and pitch sequences."""
+    return hashlib.sha256(json.dumps(config_to_dict(cfg), sort_keys=True).encode()).hexdigest()[:16]
+
+
+def _fingerprint_batches(cfg_dict: dict, settings: str):
+    def run(batches):
+        from soundalike.audio import load_audio
+        from soundalike.config import config_from_dict
+        from soundalike.duplicates import pitch_sequence
+        from soundalike.fingerprint import fingerprint_wave
+
+        fp_cfg = config_from_dict(cfg_dict).fingerprint
+        for pdf in batches:
+            rows = []
+            for tid, path in zip(pdf["track_id"], pdf["path"]):
+                try:
+                    wave = load_audio(path, fp_cfg.sample_rate_hz)
+                except SoundalikeError:
+                    continue  # recorded by ingest/embed; nothing to fingerprint
+                fp = fingerprint_wave(wave, fp_cfg.sample_rate_hz, fp_cfg)
+                pitch = pitch_sequence(wave, fp_cfg.sample_rate_hz) if fp_cfg.sample_rate_hz == 8000 else np.zeros(0, np.uint8)
+                rows.append((tid, settings, fp.duration_s, fp.hashes.view(np.int32).tolist(), fp.times.tolist(),
+                             pitch.tobytes()))
+            yield pd.DataFrame(rows, columns=_COLUMNS)
+
+    return run
+
+
+def update_fingerprints(spark: SparkSession, cfg: Config) -> tuple[list[str], list[str]]:
+    """Fingerprint new tracks, forget gone ones. Returns ``(new_track_ids, removed_track_ids)``."""
+    name = cfg.tables.name("fingerprints")
+    settings = fingerprint_settings(cfg.fingerprint)
+    tracks = spark.table(cfg.tables.name("tracks")).groupBy("track_id").agg(F.min("path").alias("path"))
+    have = {r["track_id"]: r["settings"] for r in spark.table(name).select("track_id", "settings").collect()}
+    live = {r["track_id"]: r["path"] for r in tracks.collect()}
+    removed = sorted(t for t in have if t not in live)
+    todo = sorted(t for t in live if have.get(t) != settings)
+    if removed:
+        delete_where_key_in(spark, name, spark.createDataFrame([(t,) for t in removed], "track_id string"), key="track_id")
+    if todo:
+        frame = spark.createDataFrame([(t, live[t]) for t in todo], "track_id string, path string")
+        parts = max(1, min(len(todo), spark.sparkContext.defaultParallelism * 4))
+        made = frame.repartition(parts).mapInPandas(_fingerprint_batches(config_to_dict(cfg), settings), _OUT)
+        upsert(spark, name, made.withColumn("created_at", F.current_timestamp()), keys=("track_id",))
+    return todo, removed
+
+
+def load_fingerprints(spark: SparkSession, cfg: Config):
+    """``(FingerprintIndex, {track_id: pitch uint8 [frames]})`` of every live track, from the table."""
+    from soundalike.fingerprint import Fingerprint, FingerprintIndex, frame_seconds
+
+    settings = fingerprint_settings(cfg.fingerprint)
+    rows = (spark.table(cfg.tables.name("fingerprints")).where(F.col("settings") == settings)
+            .orderBy("track_id").collect())
+    frame_s = frame_seconds(cfg.fingerprint)
+    fps = {r["track_id"]: Fingerprint(np.asarray(r["hashes"] or [], np.int32).view(np.uint32),
+                                      np.asarray(r["times"] or [], np.int32), float(r["duration_s"] or 0.0), frame_s)
+           for r in rows}
+    pitch = {r["track_id"]: np.frombuffer(bytes(r["pitch"] or b""), np.uint8) for r in rows}
+    return FingerprintIndex.from_fingerprints(fps, cfg.fingerprint), pitch

@@ -1,0 +1,213 @@
+"""Duplicates and versions on a generated catalogue with planted duplicates (real audio bytes)."""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from soundalike.audio import load_audio
+from soundalike.config import DuplicatesConfig, FingerprintConfig
+from soundalike.duplicates import exact_pairs, find_pairs, pitch_sequence, report
+from soundalike.fingerprint import FingerprintIndex, fingerprint_wave
+from soundalike.sample import METADATA_FILENAME, generate_catalogue, load_metadata, synthesize_track
+
+DUPLICATE_KINDS = {"re-encode", "contained"}
+
+
+def content_id(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def analyse(paths: dict[str, list[Path]]):
+    """Fingerprint index, pitch sequences and 8 kHz waves of {track_id: [paths]} (first path)."""
+    cfg = FingerprintConfig()
+    waves = {tid: load_audio(ps[0], 8000) for tid, ps in paths.items()}
+    index = FingerprintIndex.from_fingerprints({t: fingerprint_wave(w, 8000, cfg) for t, w in waves.items()}, cfg)
+    return index, {t: pitch_sequence(w, 8000) for t, w in waves.items()}, waves
+
+
+@pytest.fixture(scope="module")
+def planted(tmp_path_factory):
+    root = tmp_path_factory.mktemp("planted")
+    tracks = generate_catalogue(root, n_tracks=10, seed=5, min_duration_s=30.0, max_duration_s=45.0,
+                                progress=False, plant_duplicates=True)
+    paths: dict[str, list[Path]] = {}
+    id_of = {}
+    for t in tracks:
+        tid = content_id(root / t.file)
+        paths.setdefault(tid, []).append(root / t.file)
+        id_of[t.file] = tid
+    index, pitch, waves = analyse(paths)
+    pairs = find_pairs(index, pitch, new_ids=list(paths), cfg=DuplicatesConfig(), load_wave=waves.__getitem__)
+    return root, tracks, id_of, paths, pairs
+
+
+def test_every_planted_duplicate_is_found_with_its_kind_and_offset(planted):
+    root, tracks, id_of, paths, pairs = planted
+    by_key = {(p.track_a, p.track_b): p for p in pairs}
+    plants = [t for t in tracks if t.planted]
+    assert {t.planted["kind"] for t in plants} == {"exact", "re-encode", "contained"}
+    for t in plants:
+        source, copy = id_of[t.planted["of"]], id_of[t.file]
+        if t.planted["kind"] == "exact":
+            assert source == copy
+            exact = [p for p in exact_pairs({k: [str(x) for x in v] for k, v in paths.items()}) if p.track_a == source]
+            assert exact and {e["path"] for e in exact[0].evidence} == {str(root / t.file), str(root / t.planted["of"])}
+            continue
+        if t.planted["kind"] == "contained":
+            pair = by_key.get((source, copy))
+            assert pair is not None and pair.kind == "contained", (t.file, pairs)
+            assert pair.offset_s == pytest.approx(t.planted["offset_s"], abs=0.5)  # a clip hop is 10 s
+            assert pair.coverage > 0.8
+        else:
+            pair = by_key.get((min(source, copy), max(source, copy)))
+            assert pair is not None and pair.kind == "re-encode", (t.file, pairs)
+            assert abs(pair.offset_s) < 0.5
+        assert any(e.get("a_s") is not None or "aligned_similarity" in e for e in pair.evidence)
+
+
+def test_no_false_duplicates_and_versions_stay_versions(planted):
+    _, tracks, id_of, _, pairs = planted
+    truth = {frozenset((id_of[t.file], id_of[t.planted["of"]])) for t in tracks if t.planted}
+    motif = {t.file: t.motif_id for t in tracks if t.motif_id}
+    takes = {frozenset((id_of[a], id_of[b])) for a, b in itertools.combinations(motif, 2) if motif[a] == motif[b]}
+    duplicates = [p for p in pairs if p.kind in DUPLICATE_KINDS]
+    assert all(frozenset((p.track_a, p.track_b)) in truth for p in duplicates), duplicates
+    versions = [p for p in pairs if p.kind == "version"]
+    assert versions and all(frozenset((p.track_a, p.track_b)) in takes for p in versions), versions
+    assert not any(frozenset((p.track_a, p.track_b)) in takes for p in duplicates)
+
+
+def test_different_songs_in_one_style_never_pair(tmp_path):
+    paths = {}
+    for style, seeds in (("ambient_pad", (1, 2, 3)), ("bass_groove", (4, 5, 6)), ("drum_and_bass", (7, 8))):
+        for seed in seeds:
+            path = tmp_path / f"{style}_{seed}.wav"
+            sf.write(path, synthesize_track(style, duration_s=35.0, sample_rate_hz=22050, seed=seed), 22050)
+            paths[path.stem] = [path]
+    index, pitch, waves = analyse(paths)
+    pairs = find_pairs(index, pitch, new_ids=list(paths), cfg=DuplicatesConfig(), load_wave=waves.__getitem__)
+    assert not [p for p in pairs if p.kind in DUPLICATE_KINDS], pairs
+
+
+def test_a_gain_changed_fade_edit_of_real_audio_is_contained_with_its_offset(tmp_path):
+    wave = synthesize_track("plucked_strings", duration_s=40.0, sample_rate_hz=44100, seed=11)
+    sf.write(tmp_path / "album.flac", wave, 44100)
+    edit = wave[int(6.4 * 44100): int(31.0 * 44100)] * np.float32(10 ** (6 / 20) * 0.5)
+    edit[: 44100] *= np.linspace(0, 1, 44100, dtype=np.float32)
+    sf.write(tmp_path / "radio_edit.mp3", edit, 44100)
+    paths = {"album": [tmp_path / "album.flac"], "edit": [tmp_path / "radio_edit.mp3"]}
+    index, pitch, waves = analyse(paths)
+    (pair,) = find_pairs(index, pitch, new_ids=["edit"], cfg=DuplicatesConfig(), load_wave=waves.__getitem__)
+    assert (pair.kind, pair.track_a, pair.track_b) == ("contained", "album", "edit")
+    assert pair.offset_s == pytest.approx(6.4, abs=0.1)
+
+
+def test_report_counts_kinds_and_shows_offsets(planted):
+    *_, pairs = planted
+    rows = [p.to_json() for p in pairs]
+    text = report(rows)
+    first = text.splitlines()[0]
+    assert first.startswith("duplicates: ") and "re-encode" in first and "version" in first
+    assert "contained:" in text and " s (score " in text
+    json.dumps(rows)  # JSON-ready
+
+
+def test_default_catalogue_sidecar_is_unchanged_by_the_planting_option(tmp_path):
+    plain = generate_catalogue(tmp_path / "a", n_tracks=3, seed=2, min_duration_s=6.0, max_duration_s=8.0, progress=False)
+    rows = json.loads((tmp_path / "a" / METADATA_FILENAME).read_text())
+    assert all("planted" not in r for r in rows)
+    assert load_metadata(tmp_path / "a") == plain
+
+
+# --------------------------------------------------------------------------- the Spark stage
+
+
+@pytest.mark.slow
+def test_duplicates_stage_is_incremental_and_forgets_removed_tracks(tmp_path):
+    pytest.importorskip("pyspark")
+    import shutil
+
+    from soundalike.cli import main
+    from soundalike.config import load_config
+    from soundalike_pipelines.duplicates import read_duplicates, run_duplicates
+    from soundalike_pipelines.ingest import run_ingest
+    from soundalike_pipelines.session import get_spark
+
+    root = tmp_path / "cat"
+    tracks = generate_catalogue(root, n_tracks=6, seed=5, min_duration_s=30.0, max_duration_s=40.0,
+                                progress=False, plant_duplicates=True)
+    conf = Path(__file__).resolve().parents[1] / "conf" / "local.yaml"
+    overrides = [f"workdir={tmp_path / 'work'}", f"catalogue.path={root}", "tables.schema=dups_test",
+                 "spark.master=local[2]"]
+    cfg = load_config(conf, overrides)
+    spark = get_spark(cfg)
+    run_ingest(cfg, spark)
+    first = run_duplicates(cfg, spark)
+    assert first.new_tracks == len({content_id(root / t.file) for t in tracks})
+    pairs = read_duplicates(spark, cfg)
+    plants = {t.file: t.planted for t in tracks if t.planted}
+    kinds = {p["kind"] for p in pairs}
+    assert {"exact", "re-encode", "contained"} <= kinds, pairs
+    for p in pairs:
+        if p["kind"] == "exact":
+            assert p["track_a"] == p["track_b"] and len(p["evidence"]) == 2
+        if p["kind"] == "contained":
+            planted = plants[Path(p["path_b"]).name]
+            assert p["offset_s"] == pytest.approx(planted["offset_s"], abs=0.5)
+            assert Path(p["path_a"]).name == planted["of"]
+    table = cfg.tables.name("duplicates")
+
+    def version():
+        return spark.sql(f"DESCRIBE HISTORY {table}").agg({"version": "max"}).first()[0]
+
+    before = version()
+    again = run_duplicates(cfg, spark)
+    assert (again.new_tracks, again.pairs_written, again.pairs_deleted) == (0, 0, 0) and version() == before
+
+    # A new re-encode of one track (an alternate take: no planted copy of it yet): only its pair is written.
+    source = next(t for t in tracks if t.motif_id is not None)
+    wave, sr = sf.read(root / source.file, dtype="float32")
+    sf.write(root / "late_copy.mp3", wave * 0.7, sr if sr in (32000, 44100, 48000) else 44100)
+    run_ingest(cfg, spark)
+    added = run_duplicates(cfg, spark)
+    assert added.new_tracks == 1 and added.pairs_written == 1
+    now = read_duplicates(spark, cfg)
+    new_pairs = [p for p in now if "late_copy.mp3" in (p["path_a"] or "") + (p["path_b"] or "")]
+    assert [p["kind"] for p in new_pairs] == ["re-encode"]
+    old = {(p["track_a"], p["track_b"]): p["run_at"] for p in pairs}
+    assert all(old[(p["track_a"], p["track_b"])] == p["run_at"] for p in now if (p["track_a"], p["track_b"]) in old)
+
+    # Removing the edit's source drops the contained pair (and nothing else).
+    contained = next(p for p in now if p["kind"] == "contained")
+    Path(contained["path_a"]).unlink()
+    run_ingest(cfg, spark)
+    removed = run_duplicates(cfg, spark)
+    assert removed.removed_tracks == 1 and removed.pairs_deleted >= 1
+    after = read_duplicates(spark, cfg)
+    gone = contained["track_a"]
+    assert not any(gone in (p["track_a"], p["track_b"]) for p in after)
+    assert len(after) == len(now) - removed.pairs_deleted
+
+    # A renamed file keeps its pairs (no audio read again), under its new path.
+    pair = next(p for p in after if p["kind"] == "re-encode")
+    moved = Path(pair["path_b"]).with_name("renamed_" + Path(pair["path_b"]).name)
+    Path(pair["path_b"]).rename(moved)
+    run_ingest(cfg, spark)
+    renamed = run_duplicates(cfg, spark)
+    assert renamed.new_tracks == 0 and renamed.pairs_deleted == 0
+    again = {(p["track_a"], p["track_b"]): p for p in read_duplicates(spark, cfg)}
+    assert again[(pair["track_a"], pair["track_b"])]["path_b"] == str(moved.resolve())
+    assert again[(pair["track_a"], pair["track_b"])]["offset_s"] == pair["offset_s"]
+
+    # The CLI: --json and the human report.
+    args = ["duplicates", "--conf", str(conf)] + [x for o in overrides for x in ("--set", o)]
+    assert main(args + ["--json"]) == 0
+    assert main(args) == 0
+    shutil.rmtree(tmp_path / "work", ignore_errors=True)
