@@ -31,7 +31,7 @@ from soundalike.config import Config, config_to_dict
 from soundalike.embedders import create_embedder
 from soundalike.errors import SoundalikeError
 from soundalike.extract import clip_policy
-from soundalike.index import build_index, choose_factory, recall_at_k
+from soundalike.index import build_index, choose_factory, recall_at_k, record_checksums
 from soundalike.search import TRACKS_FILE
 from soundalike_pipelines.endpoint import point_endpoint_at
 from soundalike_pipelines.fingerprints import load_fingerprints, update_fingerprints
@@ -149,6 +149,7 @@ def run_index(cfg: Config, spark: SparkSession | None = None) -> IndexSummary:
             load_fingerprints(spark, cfg)[0].save(index_dir)
         track_meta.to_parquet(index_dir / TRACKS_FILE, index=False)
         (index_dir / "config.json").write_text(json.dumps(config_to_dict(cfg), indent=2))
+        record_checksums(index_dir, [TRACKS_FILE, "config.json"])  # verified at load, with the rest
         with mlflow.start_run(experiment_id=experiment_id, run_name="index") as run:
             mlflow.set_tags({STAGE_TAG: "index", FINGERPRINT_TAG: fingerprint})
             mlflow.log_params({

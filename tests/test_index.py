@@ -70,3 +70,21 @@ def test_bad_queries_are_parameter_errors():
         index.search(np.zeros((1, 9), np.float32), 3)
     with pytest.raises(ParameterError):
         index.search(np.zeros((1, 8), np.float32), 0)
+
+
+def test_files_recorded_beside_the_index_are_verified_at_load_too(tmp_path):
+    """The index stage records tracks.parquet and config.json in the manifest: an edited track
+    table (say, a path swapped for another file) is refused like a tampered FAISS file."""
+    import pandas as pd
+
+    from soundalike.index import record_checksums
+
+    rng = np.random.default_rng(2)
+    build_index(unit(rng, 20, 8), *ids(20), embedder="e@1", factory="Flat").save(tmp_path / "idx")
+    tracks = tmp_path / "idx" / "tracks.parquet"
+    pd.DataFrame({"track_id": ["t0"], "path": ["/music/a.flac"]}).to_parquet(tracks, index=False)
+    record_checksums(tmp_path / "idx", ["tracks.parquet"])
+    ClipIndex.load(tmp_path / "idx")
+    pd.DataFrame({"track_id": ["t0"], "path": ["/etc/passwd"]}).to_parquet(tracks, index=False)
+    with pytest.raises(ModelWeightsError, match="tracks.parquet is missing or does not match its checksum"):
+        ClipIndex.load(tmp_path / "idx")

@@ -460,12 +460,11 @@ class FingerprintIndex:
             "track_ids": [str(t) for t in self.track_ids], "durations_s": self.durations_s.tolist(),
         }))
         names = [HASHES_FILE, ROWS_FILE, TIMES_FILE, TRACKS_FILE]
-        manifest_path = directory / MANIFEST_FILE
-        manifest = json.loads(manifest_path.read_text()) if manifest_path.is_file() else {"sha256": {}}
-        manifest.setdefault("sha256", {}).update({n: sha256_file(directory / n) for n in names})
-        manifest["fingerprint"] = {"format_version": FORMAT_VERSION, "settings": _settings(self.cfg),
-                                   "entries": len(self), "tracks": int(self.track_ids.size)}
-        manifest_path.write_text(json.dumps(manifest, indent=2))
+        from soundalike.index import record_checksums
+
+        record_checksums(directory, names, fingerprint={
+            "format_version": FORMAT_VERSION, "settings": _settings(self.cfg),
+            "entries": len(self), "tracks": int(self.track_ids.size)})
         return names
 
     @classmethod

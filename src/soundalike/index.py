@@ -18,6 +18,7 @@ import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Iterable
 
 import numpy as np
 import pandas as pd
@@ -44,6 +45,21 @@ def choose_factory(n_vectors: int, dim: int, params: IndexConfig = IndexConfig()
     # PQ needs m | dim; take the largest m <= 64 (e.g. 45 sub-quantizers of 5 dims for dim 225).
     m = max(m for m in range(1, min(64, dim) + 1) if dim % m == 0)
     return f"IVF{nlist},PQ{m}x8,RFlat"
+
+
+def record_checksums(directory: str | os.PathLike, names: Iterable[str], **sections) -> None:
+    """Add the SHA-256 of ``names`` (files in ``directory``) to its index manifest.
+
+    :meth:`ClipIndex.load` verifies every file the manifest lists, so files written beside the
+    FAISS index (the track metadata, the config, the fingerprint index) are checked at load too.
+    ``sections`` are stored as extra top-level manifest entries.
+    """
+    directory = Path(directory)
+    path = directory / MANIFEST_FILE
+    manifest = json.loads(path.read_text()) if path.is_file() else {"sha256": {}}
+    manifest.setdefault("sha256", {}).update({n: sha256_file(directory / n) for n in names})
+    manifest.update(sections)
+    path.write_text(json.dumps(manifest, indent=2))
 
 
 @dataclass
