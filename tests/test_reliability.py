@@ -23,7 +23,7 @@ from conftest import melody  # noqa: E402
 from soundalike.cli import main  # noqa: E402
 from soundalike.clips import clip_starts  # noqa: E402
 from soundalike.config import load_config  # noqa: E402
-from soundalike.sample import generate_catalogue  # noqa: E402
+from soundalike.sample import applause, generate_catalogue  # noqa: E402
 from soundalike_pipelines.lock import PipelineBusyError, pipeline_lock  # noqa: E402
 from soundalike_pipelines.runner import run_pipeline  # noqa: E402
 from soundalike_pipelines.session import get_spark  # noqa: E402
@@ -60,7 +60,11 @@ def hostile(tmp_path_factory):
     surround = np.stack([melody(96000, 12.0, seed=10 + c) for c in range(8)], axis=1)
     (root / "surround 8ch 96k.wav").write_bytes(_encoded(surround, 96000, "WAV", "PCM_16"))
     _write_long_flac(root / "two hours.flac", 7200)
-    good |= {"spaces and ünïcödé — title.flac", "surround 8ch 96k.wav", "two hours.flac"}
+    # A live set on the clip grid: music, 10 s of digital silence, music, 10 s of applause, music.
+    live = np.concatenate([melody(SR, 10.0, seed=30), np.zeros(10 * SR, np.float32), melody(SR, 10.0, seed=31),
+                           0.5 * applause(10.0, SR, seed=2), melody(SR, 10.0, seed=32)])
+    (root / "live set.flac").write_bytes(_encoded(live, SR, "FLAC"))
+    good |= {"spaces and ünïcödé — title.flac", "surround 8ch 96k.wav", "two hours.flac", "live set.flac"}
 
     bad = {}
     (root / "zero.wav").write_bytes(b"")
@@ -139,6 +143,11 @@ def test_hostile_catalogue_good_files_indexed_bad_ones_quarantined_with_reasons(
     with_clips = {r["track_id"] for r in clips.select("track_id").distinct().collect()}
     for name in good:
         assert name in tracks and tracks[name]["track_id"] in with_clips, f"{name} was not embedded"
+    live = sorted(clips.where(clips.track_id == tracks["live set.flac"]["track_id"]).collect(), key=lambda c: c.start_s)
+    assert [(c.start_s, c.is_silent, c.is_noise) for c in live] == [
+        (0.0, False, False), (10.0, True, False), (20.0, False, False), (30.0, False, True), (40.0, False, False)]
+    index_run = mlflow.get_run(out["index"]["run_id"])
+    assert int(index_run.data.params["vectors"]) == clips.count() - clips.where("is_silent or is_noise").count()
     long_clips = clips.where(clips.track_id == tracks["two hours.flac"]["track_id"]).count()
     assert long_clips == 720  # two hours in 10 s clips, decoded window by window
     assert out["index"]["vectors"] > 0 and out["register"]["version"] == "1"

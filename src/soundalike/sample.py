@@ -1122,6 +1122,17 @@ def _apply_fades(x: np.ndarray, sr: int, *, fade_in_s: float, fade_out_s: float)
     return _shape(x.astype(np.float32, copy=True), sr, attack_s=fade_in_s, release_s=fade_out_s)
 
 
+def applause(duration_s: float, sample_rate_hz: int, *, seed: int = 0) -> np.ndarray:
+    """``duration_s`` of the generator's applause-like noise, float32 mono at -1 dBFS peak.
+
+    What the sample catalogue's live tracks hold between songs; for building test recordings.
+    """
+    _check_number("duration_s", duration_s, low=0.1)
+    _check_seed(seed)
+    n = int(round(duration_s * sample_rate_hz))
+    return _normalise_peak(_applause(n, sample_rate_hz, np.random.default_rng(seed)), peak=_PEAK)
+
+
 def _applause(n: int, sr: int, rng: np.random.Generator) -> np.ndarray:
     """Applause-like noise: dense random clap impulses of band-limited (500 Hz-8 kHz) noise.
 
