@@ -9,7 +9,8 @@ Four kinds, kept apart because a catalogue owner acts on them differently:
   shorter one agree on one offset inside the longer one, reported as ``offset_s``;
 - ``version``: the same piece, another recording (alternate take, other instruments or tempo):
   no landmark alignment, but the melody's pitch-class sequences (the non-repeating foreground)
-  correlate at one tempo ratio and offset well above anywhere else. Versions are listed separately and never merged with duplicates.
+  correlate at one tempo ratio and offset well above anywhere else. Versions are listed
+  separately and never merged with duplicates.
 
 The evidence for a duplicate is many landmark pairs agreeing on *one* offset
 (:meth:`soundalike.fingerprint.FingerprintIndex.votes`), so two songs in the same style, which
