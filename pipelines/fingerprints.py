@@ -27,8 +27,11 @@ _OUT = "track_id string, settings string, duration_s double, hashes array<int>, 
 
 
 def fingerprint_settings(cfg: FingerprintConfig) -> str:
-    """A short hash of the settings that shape landmarks and pitch sequences."""
-    return hashlib.sha256(json.dumps(config_to_dict(cfg), sort_keys=True).encode()).hexdigest()[:16]
+    """A short hash of the settings that shape landmarks and pitch sequences (and the pitch revision)."""
+    from soundalike.duplicates import PITCH_REVISION
+
+    shaped = dict(config_to_dict(cfg), pitch_revision=PITCH_REVISION)
+    return hashlib.sha256(json.dumps(shaped, sort_keys=True).encode()).hexdigest()[:16]
 
 
 def _fingerprint_batches(cfg_dict: dict, settings: str):

@@ -83,7 +83,7 @@ FINGERPRINTS = StructType(
         _f("duration_s", DoubleType(), "decoded length, seconds"),
         _f("hashes", ArrayType(IntegerType()), "landmark hashes (uint32 stored as int32)"),
         _f("times", ArrayType(IntegerType()), "anchor frame of each hash (fingerprint.hop_length samples at 8 kHz)"),
-        _f("pitch", BinaryType(), "predominant pitch class per 0.25 s (uint8, 12 = none), for versions"),
+        _f("pitch", BinaryType(), "melody pitch class per 0.125 s (uint8, 12 = none), for versions"),
         _f("created_at", TimestampType(), "when the track was fingerprinted"),
     ]
 )

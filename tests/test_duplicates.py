@@ -18,6 +18,8 @@ from soundalike.fingerprint import FingerprintIndex, fingerprint_wave
 from soundalike.sample import METADATA_FILENAME, generate_catalogue, load_metadata, synthesize_track
 
 DUPLICATE_KINDS = {"re-encode", "contained"}
+#: Alternate-take pairs of the planted catalogue below found as versions (of 3; BENCHMARKS.md).
+MIN_TAKES_FOUND = 1
 
 
 def content_id(path: Path) -> str:
@@ -80,7 +82,8 @@ def test_no_false_duplicates_and_versions_stay_versions(planted):
     duplicates = [p for p in pairs if p.kind in DUPLICATE_KINDS]
     assert all(frozenset((p.track_a, p.track_b)) in truth for p in duplicates), duplicates
     versions = [p for p in pairs if p.kind == "version"]
-    assert versions and all(frozenset((p.track_a, p.track_b)) in takes for p in versions), versions
+    assert all(frozenset((p.track_a, p.track_b)) in takes for p in versions), versions  # no unrelated version
+    assert len(versions) >= MIN_TAKES_FOUND, (len(takes), versions)
     assert not any(frozenset((p.track_a, p.track_b)) in takes for p in duplicates)
 
 
@@ -94,6 +97,7 @@ def test_different_songs_in_one_style_never_pair(tmp_path):
     index, pitch, waves = analyse(paths)
     pairs = find_pairs(index, pitch, new_ids=list(paths), cfg=DuplicatesConfig(), load_wave=waves.__getitem__)
     assert not [p for p in pairs if p.kind in DUPLICATE_KINDS], pairs
+    assert not [p for p in pairs if p.kind == "version"], pairs  # one style's accompaniment is no melody
 
 
 def test_a_gain_changed_fade_edit_of_real_audio_is_contained_with_its_offset(tmp_path):

@@ -230,7 +230,8 @@ class DuplicatesConfig:
     versions : bool
         Look for versions (same piece, other recording) among non-duplicates.
     version_min_score : float
-        Pitch-sequence agreement (chance = 0) a version needs.
+        Melody agreement a version needs at its best tempo ratio and offset, above the pair's
+        median agreement over all ratios and offsets (what one key and style share anywhere).
     version_min_overlap_s : float
         The agreement must hold over at least this much (or 80 % of the shorter track) ...
     version_min_coverage : float
@@ -258,7 +259,7 @@ class DuplicatesConfig:
     same_length_tolerance_s: float = 1.0
     offset_candidates: int = 4
     versions: bool = True
-    version_min_score: float = 0.3
+    version_min_score: float = 0.17
     version_min_overlap_s: float = 20.0
     version_min_coverage: float = 0.5
     version_candidates: int = 50

@@ -8,8 +8,9 @@ Four kinds, kept apart because a catalogue owner acts on them differently:
 - ``contained``: one is an edit of the other (radio edit, intro cut, fade): the landmarks of the
   shorter one agree on one offset inside the longer one, reported as ``offset_s``;
 - ``version``: the same piece, another recording (alternate take, other instruments or tempo):
-  no landmark alignment, but the predominant pitch-class sequences correlate at one tempo ratio
-  and offset. Versions are listed separately and never merged with duplicates.
+  no landmark alignment, but the melody's pitch-class sequences (the non-repeating foreground)
+  correlate at one tempo ratio and offset well above anywhere else. Versions are listed
+  separately and never merged with duplicates.
 
 The evidence for a duplicate is many landmark pairs agreeing on *one* offset
 (:meth:`soundalike.fingerprint.FingerprintIndex.votes`), so two songs in the same style, which
@@ -37,8 +38,12 @@ from soundalike.fingerprint import FingerprintIndex, _log_spectrogram, frame_sec
 
 KINDS = ("exact", "re-encode", "contained", "version")
 
-#: Pitch-class analysis: 8 kHz, 0.5 s windows every 0.25 s, 110-2000 Hz.
-_PC_NFFT, _PC_HOP, _PC_FMIN, _PC_FMAX = 4096, 2000, 110.0, 2000.0
+#: Pitch-class analysis: 8 kHz, 256 ms windows every 0.125 s, 250-2000 Hz (the lead's register).
+_PC_NFFT, _PC_HOP, _PC_FMIN, _PC_FMAX = 2048, 1000, 250.0, 2000.0
+#: Frames around each frame whose nearest neighbours model the repeating accompaniment (~2 s).
+_PC_REPEAT_WIDTH = 16
+#: Bumped whenever :func:`pitch_sequence` changes, so stored sequences are made again.
+PITCH_REVISION = 2
 
 
 @dataclass(frozen=True)
@@ -98,25 +103,34 @@ def exact_pairs(paths_by_track: Mapping[str, Sequence[str]]) -> list[DuplicatePa
 
 
 def pitch_sequence(wave: np.ndarray, sr: int) -> np.ndarray:
-    """The predominant pitch class of every 0.25 s of ``wave`` (8 kHz), uint8 [frames] (12: none).
+    """The melody's pitch class every 0.125 s of ``wave`` (8 kHz), uint8 [frames] (12: none).
 
-    The log chroma has its running mean over ~4 s removed first, so what stays is what *changes*
-    (the melody) rather than a pad or the key; silence gets 12.
+    Alternate takes share their lead line, not their accompaniment, and two songs in one style
+    share their accompaniment. So the repeating part of the spectrogram (each frame's nearest
+    neighbours elsewhere in the track, :func:`librosa.decompose.nn_filter`, the REPET-SIM
+    separation) is masked out first; of the foreground in 250-2000 Hz the log chroma has its
+    running mean over ~2 s removed (what *changes*), and its strongest class is the frame's
+    pitch class. Silence gets 12.
     """
+    import librosa
+
     if sr != 8000:
         raise ParameterError(f"pitch_sequence expects 8000 Hz audio, got {sr}")
     wave = np.asarray(wave, dtype=np.float32)
     if wave.shape[0] < _PC_NFFT:
         return np.zeros(0, np.uint8)
-    frames = np.lib.stride_tricks.sliding_window_view(wave, _PC_NFFT)[::_PC_HOP]
-    spec = np.abs(np.fft.rfft(frames * np.hanning(_PC_NFFT).astype(np.float32), axis=1)) ** 2
-    freqs = np.fft.rfftfreq(_PC_NFFT, 1.0 / sr)
-    sel = (freqs >= _PC_FMIN) & (freqs <= _PC_FMAX)
-    pc = np.round(12 * np.log2(freqs[sel] / 440.0)).astype(int) % 12
-    chroma = np.stack([spec[:, sel][:, pc == k].sum(axis=1) for k in range(12)], axis=1)
-    level = chroma.sum(axis=1)
-    chroma = np.log1p(chroma / (chroma.max() + 1e-12) * 100.0)
-    chroma -= uniform_filter1d(chroma, size=17, axis=0, mode="nearest")
+    mag = np.abs(librosa.stft(wave, n_fft=_PC_NFFT, hop_length=_PC_HOP))  # [bins, frames]
+    level = (mag ** 2).sum(axis=0)
+    if mag.shape[1] > 2 * _PC_REPEAT_WIDTH + 1:
+        repeating = np.minimum(mag, librosa.decompose.nn_filter(mag, aggregate=np.median, metric="cosine",
+                                                                width=_PC_REPEAT_WIDTH))
+        mag = mag * librosa.util.softmask(mag - repeating, 2.0 * repeating, power=2)
+    freqs = librosa.fft_frequencies(sr=sr, n_fft=_PC_NFFT)
+    power = mag ** 2
+    power[(freqs < _PC_FMIN) | (freqs > _PC_FMAX)] = 0.0
+    chroma = librosa.feature.chroma_stft(S=power, sr=sr, n_fft=_PC_NFFT, tuning=0.0, norm=None).T  # [frames, 12]
+    chroma = np.log1p(chroma / (chroma.max() + 1e-12) * 1000.0)
+    chroma -= uniform_filter1d(chroma, size=16, axis=0, mode="nearest")
     out = chroma.argmax(axis=1).astype(np.uint8)
     out[level < level.max() * 1e-5] = 12
     return out
@@ -135,15 +149,17 @@ def version_score(a: np.ndarray, b: np.ndarray, cfg: DuplicatesConfig) -> tuple[
     Returns
     -------
     score, tempo_ratio, offset_s, overlap_s
-        ``score``: mean agreement (one-hot correlation, chance removed) at the best ratio and
-        offset with at least ``cfg.version_min_overlap_s`` of overlap; ``tempo_ratio``: b's
-        tempo relative to a's; ``offset_s``: where b starts in a (a's time).
+        ``score``: mean agreement (one-hot correlation) at the best ratio and offset with at
+        least ``cfg.version_min_overlap_s`` of overlap, less the pair's median agreement over
+        all the ratios and offsets tried (what two tracks in one key and style share anywhere);
+        ``tempo_ratio``: b's tempo relative to a's; ``offset_s``: where b starts in a (a's time).
     """
     frame_s = _PC_HOP / 8000.0
     if a.size < 8 or b.size < 8:
         return 0.0, 1.0, 0.0, 0.0
     ea = _one_hot(a)
-    best = (0.0, 1.0, 0.0, 0.0)
+    best = (-np.inf, 1.0, 0.0, 0.0)
+    tried = []
     lo, hi = cfg.version_tempo_range
     for ratio in np.exp(np.linspace(np.log(lo), np.log(hi), cfg.version_tempo_steps)):
         n = int(round(b.size * ratio))
@@ -163,10 +179,13 @@ def version_score(a: np.ndarray, b: np.ndarray, cfg: DuplicatesConfig) -> tuple[
         if not ok.any():
             continue
         vals = np.where(ok, xc / np.maximum(overlap, 1), -np.inf)
+        tried.append(vals[ok])
         i = int(np.argmax(vals))
         if vals[i] > best[0]:
             best = (float(vals[i]), float(1.0 / ratio), float(lags[i] * frame_s), float(overlap[i] * frame_s))
-    return best
+    if not tried:
+        return 0.0, 1.0, 0.0, 0.0
+    return (max(0.0, best[0] - float(np.median(np.concatenate(tried)))),) + best[1:]
 
 
 def _one_hot(seq: np.ndarray) -> np.ndarray:

@@ -1,0 +1,121 @@
+"""Duplicates and versions on generated catalogues with planted duplicates (issue #12).
+
+    .venv/bin/python benchmarks/duplicates_planted.py [--workdir work/bench_duplicates] [--json]
+
+Generates (once, cached under ``--workdir``) the three catalogues of BENCHMARKS.md (16 tracks
+seed 5, 10 tracks seed 5, 40 tracks seed 1; 30-60 s; ``--plant-duplicates``), decodes every
+distinct file (by content hash) at 8 kHz, fingerprints it and takes its pitch sequence, then runs
+``duplicates.find_pairs`` (the stage's core) with the aligned check. The truth comes from the
+sidecar (``planted``, ``motif_id``), which the pairing never sees. Per catalogue and in total:
+
+- planted duplicates found with their kind (and, for ``contained``, the offset within 0.5 s);
+- false duplicates (a ``re-encode``/``contained`` pair that was not planted);
+- alternate-take pairs (same ``motif_id``) found as ``version`` / planted;
+- unrelated pairs reported as ``version``;
+- per-track cost: pitch sequence (``pitch ms``) and ``find_pairs`` over the catalogue divided by
+  the number of distinct tracks (``pairs ms``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import itertools
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from soundalike.audio import load_audio
+from soundalike.config import DuplicatesConfig, FingerprintConfig
+from soundalike.duplicates import find_pairs, pitch_sequence
+from soundalike.fingerprint import FingerprintIndex, fingerprint_wave
+from soundalike.sample import generate_catalogue
+
+CATALOGUES = ((16, 5), (10, 5), (40, 1))
+DUPLICATE_KINDS = {"re-encode", "contained"}
+
+
+def run_catalogue(root: Path, n_tracks: int, seed: int, cfg: DuplicatesConfig) -> dict:
+    tracks = generate_catalogue(root, n_tracks=n_tracks, seed=seed, min_duration_s=30.0, max_duration_s=60.0,
+                                progress=False, plant_duplicates=True)
+    id_of, paths = {}, {}
+    for t in tracks:
+        tid = hashlib.sha256((root / t.file).read_bytes()).hexdigest()
+        id_of[t.file] = tid
+        paths.setdefault(tid, root / t.file)
+    fp_cfg = FingerprintConfig()
+    waves = {tid: load_audio(p, 8000) for tid, p in paths.items()}
+    index = FingerprintIndex.from_fingerprints({t: fingerprint_wave(w, 8000, fp_cfg) for t, w in waves.items()}, fp_cfg)
+    t0 = time.perf_counter()
+    pitch = {t: pitch_sequence(w, 8000) for t, w in waves.items()}
+    pitch_s = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    pairs = find_pairs(index, pitch, new_ids=list(paths), cfg=cfg, load_wave=waves.__getitem__)
+    pairs_s = time.perf_counter() - t0
+
+    by_key = {frozenset((p.track_a, p.track_b)): p for p in pairs}
+    planted = [t for t in tracks if t.planted and t.planted["kind"] != "exact"]
+    found = 0
+    for t in planted:
+        p = by_key.get(frozenset((id_of[t.planted["of"]], id_of[t.file])))
+        if p is not None and p.kind == t.planted["kind"] and (
+                p.kind != "contained" or abs(p.offset_s - t.planted["offset_s"]) <= 0.5):
+            found += 1
+    exact = sum(1 for t in tracks if t.planted and t.planted["kind"] == "exact"
+                and id_of[t.file] == id_of[t.planted["of"]])
+    truth = {frozenset((id_of[t.file], id_of[t.planted["of"]])) for t in tracks if t.planted}
+    motif = {t.file: t.motif_id for t in tracks if t.motif_id}
+    takes = {frozenset((id_of[a], id_of[b])) for a, b in itertools.combinations(motif, 2) if motif[a] == motif[b]}
+    style = {id_of[t.file]: t.style for t in tracks}
+    versions = [p for p in pairs if p.kind == "version"]
+    wrong = [p for p in versions if frozenset((p.track_a, p.track_b)) not in takes]
+    return {
+        "catalogue": f"{n_tracks} tracks seed {seed}",
+        "distinct": len(paths),
+        "duplicates_found": found + exact,
+        "duplicates_planted": sum(1 for t in tracks if t.planted),
+        "false_duplicates": sum(1 for p in pairs if p.kind in DUPLICATE_KINDS and frozenset((p.track_a, p.track_b)) not in truth),
+        "versions_found": sum(1 for p in versions if frozenset((p.track_a, p.track_b)) in takes),
+        "versions_planted": len(takes),
+        "unrelated_versions": len(wrong),
+        "unrelated_detail": [(style[p.track_a], style[p.track_b], round(p.score, 3)) for p in wrong],
+        "take_scores": sorted(round(p.score, 3) for p in versions if frozenset((p.track_a, p.track_b)) in takes),
+        "missed_takes": [(style[a], style[b]) for a, b in (sorted(k) for k in takes)
+                         if not (frozenset((a, b)) in by_key and by_key[frozenset((a, b))].kind == "version")],
+        "pitch_ms_per_track": 1000 * pitch_s / len(paths),
+        "pairs_ms_per_track": 1000 * pairs_s / len(paths),
+    }
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--workdir", default="work/bench_duplicates")
+    ap.add_argument("--json", action="store_true")
+    args = ap.parse_args(argv)
+    cfg = DuplicatesConfig()
+    rows = [run_catalogue(Path(args.workdir) / f"planted_{n}_{s}", n, s, cfg) for n, s in CATALOGUES]
+    keys = ("duplicates_found", "duplicates_planted", "false_duplicates", "versions_found", "versions_planted",
+            "unrelated_versions")
+    total = {k: sum(r[k] for r in rows) for k in keys}
+    n = sum(r["distinct"] for r in rows)
+    total["pitch_ms_per_track"] = sum(r["pitch_ms_per_track"] * r["distinct"] for r in rows) / n
+    total["pairs_ms_per_track"] = sum(r["pairs_ms_per_track"] * r["distinct"] for r in rows) / n
+    if args.json:
+        json.dump({"catalogues": rows, "total": total}, sys.stdout, indent=2)
+        return 0
+    for r in rows + [dict(total, catalogue="total")]:
+        print(f"{r['catalogue']:>20}: duplicates {r['duplicates_found']}/{r['duplicates_planted']}, "
+              f"false duplicates {r['false_duplicates']}, versions {r['versions_found']}/{r['versions_planted']}, "
+              f"unrelated versions {r['unrelated_versions']}, pitch {r['pitch_ms_per_track']:.0f} ms/track, "
+              f"find_pairs {r['pairs_ms_per_track']:.0f} ms/track")
+        for k in ("take_scores", "unrelated_detail", "missed_takes"):
+            if r.get(k):
+                print(f"{'':>22}{k}: {r[k]}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
