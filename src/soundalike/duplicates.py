@@ -42,6 +42,8 @@ KINDS = ("exact", "re-encode", "contained", "version")
 _PC_NFFT, _PC_HOP, _PC_FMIN, _PC_FMAX = 2048, 1000, 250.0, 2000.0
 #: Frames around each frame whose nearest neighbours model the repeating accompaniment (~2 s).
 _PC_REPEAT_WIDTH = 16
+#: Frames (5 min at 0.125 s) within which the accompaniment's repeats are looked for.
+_PC_REPEAT_BLOCK = 2400
 #: Bumped whenever :func:`pitch_sequence` changes, so stored sequences are made again.
 PITCH_REVISION = 2
 
@@ -122,8 +124,16 @@ def pitch_sequence(wave: np.ndarray, sr: int) -> np.ndarray:
     mag = np.abs(librosa.stft(wave, n_fft=_PC_NFFT, hop_length=_PC_HOP))  # [bins, frames]
     level = (mag ** 2).sum(axis=0)
     if mag.shape[1] > 2 * _PC_REPEAT_WIDTH + 1:
-        repeating = np.minimum(mag, librosa.decompose.nn_filter(mag, aggregate=np.median, metric="cosine",
-                                                                width=_PC_REPEAT_WIDTH))
+        # nn_filter compares every frame with every other: quadratic in length (a two-hour file
+        # took 4 GB and minutes). Repeats are looked for within blocks of about _PC_REPEAT_BLOCK
+        # frames; a track shorter than 1.5 blocks is one block, as before.
+        frames = mag.shape[1]
+        edges = np.linspace(0, frames, max(1, int(round(frames / _PC_REPEAT_BLOCK))) + 1).astype(int)
+        repeating = np.empty_like(mag)
+        for a, b in zip(edges[:-1], edges[1:]):
+            block = mag[:, a:b]
+            repeating[:, a:b] = np.minimum(block, librosa.decompose.nn_filter(
+                block, aggregate=np.median, metric="cosine", width=_PC_REPEAT_WIDTH))
         mag = mag * librosa.util.softmask(mag - repeating, 2.0 * repeating, power=2)
     freqs = librosa.fft_frequencies(sr=sr, n_fft=_PC_NFFT)
     power = mag ** 2
