@@ -412,12 +412,13 @@ class _CrossTrackBatcher:
     def _embed_one(self, done: dict) -> None:
         take = min(self.batch_size, self.queued)
         pieces = []  # (i, rows slice)
-        while sum(p[1].stop - p[1].start for p in pieces) < take:
+        gathered = 0
+        while gathered < take:
             entry = self.queue[0]
             i, decoded, row = entry
-            want = take - sum(p[1].stop - p[1].start for p in pieces)
-            stop = min(decoded.audio.shape[0], row + want)
+            stop = min(decoded.audio.shape[0], row + take - gathered)
             pieces.append((i, slice(row, stop)))
+            gathered += stop - row
             entry[2] = stop
             if stop == decoded.audio.shape[0]:
                 self.queue.popleft()
