@@ -13,9 +13,12 @@ changes (its error row is newer than its ``tracks`` row).
 
 from __future__ import annotations
 
+import heapq
 import json
+import math
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Sequence
 
 import numpy as np
 import pandas as pd
@@ -130,7 +133,49 @@ class EmbedSummary(StageSummary):
     errors: int
     audio_s: float
     seconds: float
+    #: Wall seconds per phase: "plan" (what is to do), "compute" (decode and embed on the
+    #: workers), "write" (the MERGEs and error rows).
+    phase_seconds: dict = field(default_factory=dict)
 
+
+def balanced_partitions(durations: Sequence[float], n: int) -> list[int]:
+    """A partition index for each track, so the partitions hold near-equal audio.
+
+    Longest first into the least-loaded partition (LPT): with hash partitioning a 400-track
+    catalogue split 8 ways differs by ~15 % between partitions, and the core that gets the
+    heaviest one finishes alone. Unknown durations count as the median.
+    """
+    if n < 1:
+        raise ValueError(f"need at least one partition, got {n}")
+    known = [d for d in durations if d is not None and d > 0]
+    default = float(np.median(known)) if known else 1.0
+    weights = [d if d is not None and d > 0 else default for d in durations]
+    loads = [(0.0, p) for p in range(n)]
+    out = [0] * len(weights)
+    for i in sorted(range(len(weights)), key=lambda i: -weights[i]):
+        load, p = heapq.heappop(loads)
+        out[i] = p
+        heapq.heappush(loads, (load + weights[i], p))
+    return out
+
+
+def _hash_keys(spark: SparkSession, n: int) -> list[int]:
+    """For each partition p < n, an integer key that ``repartition(n, key)`` sends to p.
+
+    Spark hash-partitions by ``pmod(murmur3(key), n)``, the same hash ``F.hash`` computes, so a
+    tiny query finds the keys. (The RDD ``partitionBy`` would be simpler but Spark Connect, as
+    on Unity Catalog shared clusters, has no RDDs.)
+    """
+    keys: dict[int, int] = {}
+    span = 0
+    while len(keys) < n:
+        rows = spark.range(span, span + 32 * n).select(
+            "id", F.expr(f"pmod(hash(id), {n})").alias("p")
+        ).groupBy("p").agg(F.min("id").alias("id")).collect()
+        for r in rows:
+            keys.setdefault(int(r["p"]), int(r["id"]))
+        span += 32 * n
+    return [keys[p] for p in range(n)]
 
 
 def run_embed(cfg: Config, spark: SparkSession | None = None) -> EmbedSummary:
@@ -148,7 +193,9 @@ def run_embed(cfg: Config, spark: SparkSession | None = None) -> EmbedSummary:
     errors_t = spark.table(cfg.tables.name("ingest_errors")).where(F.col("stage") == "embed")
 
     # One path per content: byte-identical copies are embedded once.
-    candidates = tracks.groupBy("track_id").agg(F.min("path").alias("path"), F.max("ingested_at").alias("ingested_at"))
+    candidates = tracks.groupBy("track_id").agg(
+        F.min("path").alias("path"), F.max("ingested_at").alias("ingested_at"), F.max("duration_s").alias("duration_s"),
+    )
     done = clips_t.select("track_id").distinct().join(emb_t.select("track_id").distinct(), "track_id")
     quarantined = errors_t.join(tracks.select("path", "ingested_at"), "path").where(
         F.col("seen_at") >= F.col("ingested_at")
@@ -157,17 +204,24 @@ def run_embed(cfg: Config, spark: SparkSession | None = None) -> EmbedSummary:
     # our own writes (Spark re-evaluates cached plans of tables that were written).
     todo_rows = (
         candidates.join(done, "track_id", "left_anti").join(quarantined, "path", "left_anti")
-        .select("track_id", "path").orderBy("track_id").collect()
+        .select("track_id", "path", "duration_s").collect()
     )
     n_todo = len(todo_rows)
+    phases = {"plan": round(time.perf_counter() - started, 2)}
     if n_todo == 0:
-        return EmbedSummary(embedder.key, 0, 0, 0, 0, 0, 0.0, round(time.perf_counter() - started, 2))
+        return EmbedSummary(embedder.key, 0, 0, 0, 0, 0, 0.0, phases["plan"], phases)
 
+    mark = time.perf_counter()
     partitions = max(1, min(n_todo, spark.sparkContext.defaultParallelism * 2))
-    todo = spark.createDataFrame(todo_rows, "track_id string, path string")
+    keys = _hash_keys(spark, partitions)
+    parts = balanced_partitions([r["duration_s"] for r in todo_rows], partitions)
+    todo = spark.createDataFrame(
+        [(r["track_id"], r["path"], keys[p]) for r, p in zip(todo_rows, parts)],
+        "track_id string, path string, part long",
+    )
     # Checkpointed: every clip is computed once, and the writes below cannot re-trigger it.
     out = (
-        todo.repartition(partitions, "track_id")
+        todo.repartition(partitions, "part").drop("part")
         .mapInPandas(_embed_batches(config_to_dict(cfg)), _OUT)
         .localCheckpoint(eager=True)
     )
@@ -181,6 +235,8 @@ def run_embed(cfg: Config, spark: SparkSession | None = None) -> EmbedSummary:
         F.countDistinct(F.when(F.col("error_class").isNull(), F.col("track_id"))).alias("tracks"),
         F.sum(F.col("end_s") - F.col("start_s")).alias("audio_s"),
     ).first()
+    phases["compute"] = round(time.perf_counter() - mark, 2)
+    mark = time.perf_counter()
     now = F.current_timestamp()
     if stats["clips"]:
         clip_rows = good.select(
@@ -203,6 +259,7 @@ def run_embed(cfg: Config, spark: SparkSession | None = None) -> EmbedSummary:
             spark, cfg, bad.select("path", F.lit("embed").alias("stage"), "error_class", "message"),
             clear_paths=good.select("path"), stage="embed",
         )
+    phases["write"] = round(time.perf_counter() - mark, 2)
     return EmbedSummary(
         embedder=embedder.key,
         tracks=int(stats["tracks"] or 0),
@@ -212,4 +269,5 @@ def run_embed(cfg: Config, spark: SparkSession | None = None) -> EmbedSummary:
         errors=n_errors,
         audio_s=round(float(stats["audio_s"] or 0.0), 1),
         seconds=round(time.perf_counter() - started, 2),
+        phase_seconds=phases,
     )

@@ -174,3 +174,39 @@ def test_rename_keeps_embeddings_and_changed_bytes_are_reembedded(catalogue, tmp
     assert new_id in emb_ids and old_id not in emb_ids
     assert tracks[str(renamed_to.resolve())] in emb_ids
     assert tracks[str(copy.resolve())] == new_id  # byte-identical copies share one id
+
+
+def test_balanced_partitions_even_out_the_audio_per_task():
+    from soundalike_pipelines.embed import balanced_partitions
+
+    rng = np.random.default_rng(3)
+    durations = list(rng.uniform(20, 400, size=400)) + [None, 0.0]  # unknown lengths count as the median
+    parts = balanced_partitions(durations, 8)
+    assert sorted(set(parts)) == list(range(8))
+    loads = np.zeros(8)
+    for d, p in zip(durations, parts):
+        loads[p] += d or 0.0
+    assert loads.max() / loads.mean() < 1.01  # hash partitioning of the same tracks: ~1.15
+    with pytest.raises(ValueError):
+        balanced_partitions([1.0], 0)
+
+
+def test_hash_keys_send_each_bin_to_its_own_spark_partition(first_run):
+    from pyspark.sql import functions as F
+
+    from soundalike_pipelines.embed import _hash_keys
+
+    _, spark, _ = first_run
+    n = 7
+    keys = _hash_keys(spark, n)
+    df = spark.createDataFrame([(k, p) for p, k in enumerate(keys)] * 3, "part long, bin int")
+    placed = df.repartition(n, "part").select("bin", F.spark_partition_id().alias("pid")).collect()
+    assert {(r["bin"], r["pid"]) for r in placed} == {(p, p) for p in range(n)}
+
+
+def test_embed_summary_reports_its_phases(first_run):
+    _, _, summary = first_run
+    phases = summary["embed"]["phase_seconds"]
+    assert set(phases) == {"plan", "compute", "write"}
+    assert all(v >= 0 for v in phases.values())
+    assert sum(phases.values()) <= summary["embed"]["seconds"] + 0.05
