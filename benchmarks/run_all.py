@@ -4,7 +4,10 @@
 
 Runs, each in its own process so their memory and threads do not mix:
   decode_throughput.py   decode x real time per format
-  pipeline_throughput.py decode-only vs core path vs Spark embed stage, per embedder
+  pipeline_throughput.py decode-only vs core path vs Spark embed stage, once per embedder
+                         (mel on the sample catalogue; CLAP in both checkpoint forms and
+                         Wav2Vec2 as random-weight models of the real sizes, on fewer tracks:
+                         on CPUs each of their clips costs seconds)
   query_latency.py       3-minute query, p50/p99 per stage and process memory, by index size
   faiss_indexes.py       build time, size, recall@10 and QPS for Flat / HNSW / IVF-PQ
 Each writes its JSON to --out; a summary with the targets from the issues is printed at the end.
@@ -24,15 +27,28 @@ HERE = Path(__file__).resolve().parent
 SIZES = {
     False: {"decode": ["--seconds", "30", "--repeats", "3"],
             "pipeline": ["--tracks", "24"],
+            "pipeline_learned": ["--tracks", "2"],
             "query": ["--sizes", "10000", "100000", "--repeats", "15"],
             "faiss": ["--vectors", "100000", "--queries", "500"]},
     True: {"decode": ["--seconds", "120", "--repeats", "5"],
            "pipeline": ["--tracks", "96"],
+           "pipeline_learned": ["--tracks", "8"],
            "query": ["--sizes", "10000", "100000", "--repeats", "30"],
            "faiss": ["--vectors", "1000000", "--queries", "1000"]},
 }
 SCRIPTS = {"decode": "decode_throughput.py", "pipeline": "pipeline_throughput.py",
            "query": "query_latency.py", "faiss": "faiss_indexes.py"}
+LEARNED = ("clap-laion", "clap-transformers", "wav2vec2")
+
+
+def runs(name: str, full: bool) -> list[tuple[str, list[str]]]:
+    """(result name, arguments) for one suite entry; the pipeline runs once per embedder."""
+    if name != "pipeline":
+        return [(name, SIZES[full][name])]
+    return [("pipeline", SIZES[full]["pipeline"])] + [
+        (f"pipeline-{e}", [*SIZES[full]["pipeline_learned"], "--embedder", e, "--workdir", f"work/bench_pipeline_{e}_{'full' if full else 'small'}"])
+        for e in LEARNED
+    ]
 
 
 def main(argv=None) -> int:
@@ -44,9 +60,9 @@ def main(argv=None) -> int:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     results = {}
-    for name in args.only:
+    for name, script_args in [r for n in args.only for r in runs(n, args.full)]:
         started = time.perf_counter()
-        cmd = [sys.executable, str(HERE / SCRIPTS[name]), *SIZES[args.full][name], "--json"]
+        cmd = [sys.executable, str(HERE / SCRIPTS[name.split("-")[0]]), *script_args, "--json"]
         print(f"[{name}] {' '.join(cmd[1:])}", flush=True)
         proc = subprocess.run(cmd, capture_output=True, text=True)
         if proc.returncode != 0:
@@ -58,8 +74,13 @@ def main(argv=None) -> int:
     print("\nsummary (targets from the issues)")
     if "pipeline" in results:
         p = results["pipeline"]
-        print(f"  pipeline embed stage / decode-only: {p['embed_stage_vs_decode_only']:.2f} (target >= 0.70); "
+        print(f"  pipeline (mel) embed stage / decode-only: {p['embed_stage_vs_decode_only']:.2f} (target >= 0.70); "
               f"core path / decode-only: {p['core_path_x_rt_per_core'] / p['decode_only_x_rt_per_core']:.2f}")
+    for e in LEARNED:
+        if f"pipeline-{e}" in results:
+            p = results[f"pipeline-{e}"]
+            print(f"  pipeline ({p['embedder_form']}): embed stage {p['spark_embed_stage_x_rt_per_core']} x RT per core, "
+                  f"core path {p['core_path_x_rt_per_core']}, decode-only {p['decode_only_x_rt_per_core']}")
     if "query" in results:
         for n, r in results["query"]["sizes"].items():
             print(f"  3-min query at {n} clips: total p50 {r['total_ms']['p50']} ms (target < 300 at 100k), "

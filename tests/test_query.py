@@ -5,11 +5,6 @@ from __future__ import annotations
 import base64
 import io
 import json
-import os
-import socket
-import subprocess
-import sys
-import time
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -159,49 +154,24 @@ def test_bad_queries_are_clear_errors(indexed):
             model.predict(frame, params=params)
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def test_served_model_answers_invocations(indexed, tmp_path):
+    from soundalike.serving import local_server
+
     cfg, _, root, meta, _, _ = indexed
-    port = _free_port()
-    env = dict(os.environ, MLFLOW_TRACKING_URI=mlflow.get_tracking_uri(), MLFLOW_REGISTRY_URI=mlflow.get_registry_uri(),
-               PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}")  # mlflow execs uvicorn
-    log = open(tmp_path / "serve.log", "w")
-    server = subprocess.Popen(
-        [sys.executable, "-m", "mlflow", "models", "serve", "-m", f"models:/{cfg.mlflow.model_name}@champion",
-         "--env-manager", "local", "--host", "127.0.0.1", "--port", str(port)],
-        env=env, stdout=log, stderr=subprocess.STDOUT,
-    )
-    try:
-        deadline = time.time() + 120
-        while time.time() < deadline:
-            try:
-                urllib.request.urlopen(f"http://127.0.0.1:{port}/ping", timeout=2)
-                break
-            except OSError:
-                assert server.poll() is None, (tmp_path / "serve.log").read_text()
-                time.sleep(1)
+    with local_server(cfg, log_path=tmp_path / "serve.log") as server:
         body = {"dataframe_records": [{"audio_b64": b64((root / meta[2].file).read_bytes())}],
                 "params": {"max_results": 3}}
-        request = urllib.request.Request(f"http://127.0.0.1:{port}/invocations", data=json.dumps(body).encode(),
+        request = urllib.request.Request(f"{server.url}/invocations", data=json.dumps(body).encode(),
                                          headers={"Content-Type": "application/json"})
         answer = json.loads(urllib.request.urlopen(request, timeout=60).read())
         results = answer["predictions"][0]["results"]
         assert results[0]["path"].endswith(meta[2].file) and len(results) <= 3
-        bad = urllib.request.Request(f"http://127.0.0.1:{port}/invocations",
+        bad = urllib.request.Request(f"{server.url}/invocations",
                                      data=json.dumps({"dataframe_records": [{"audio_b64": "%%%"}]}).encode(),
                                      headers={"Content-Type": "application/json"})
         with pytest.raises(urllib.error.HTTPError) as err:
             urllib.request.urlopen(bad, timeout=60)
         assert err.value.code == 400
-    finally:
-        server.terminate()
-        server.wait(timeout=30)
-        log.close()
 
 
 def test_phone_band_excerpt_through_the_registered_model_reports_its_source_and_offset(indexed):

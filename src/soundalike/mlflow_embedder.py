@@ -27,7 +27,7 @@ import pandas as pd
 
 from soundalike.config import Config, config_from_dict, config_to_dict
 from soundalike.errors import SoundalikeError
-from soundalike.mlflow_model import _bad_request, _pip_requirements
+from soundalike.mlflow_model import bad_request, pip_requirements
 
 try:
     import mlflow
@@ -57,20 +57,20 @@ class SoundalikeEmbedderModel(mlflow.pyfunc.PythonModel if mlflow else object):
         from soundalike.extract import extract_track
 
         if not isinstance(model_input, pd.DataFrame) or list(model_input.columns) != ["audio_b64"]:
-            raise _bad_request("input must be a table with one column, audio_b64 (base64 audio file bytes)")
+            raise bad_request("input must be a table with one column, audio_b64 (base64 audio file bytes)")
         if not 0 < len(model_input) <= MAX_ROWS:
-            raise _bad_request(f"give 1 to {MAX_ROWS} rows, got {len(model_input)}")
+            raise bad_request(f"give 1 to {MAX_ROWS} rows, got {len(model_input)}")
         out = []
         for i, value in enumerate(model_input["audio_b64"]):
             if not isinstance(value, str) or len(value) > self.cfg.query.max_query_bytes * 4 // 3 + 4:
-                raise _bad_request(f"row {i}: audio_b64 must be a base64 string of at most "
+                raise bad_request(f"row {i}: audio_b64 must be a base64 string of at most "
                                    f"query.max_query_bytes={self.cfg.query.max_query_bytes} bytes")
             try:
                 data = base64.b64decode(value, validate=True)
                 clips = extract_track(data, self.embedder, self.cfg.clips, batch_size=self.cfg.embedder.batch_size,
                                       max_seconds=self.cfg.query.max_query_seconds)
             except (binascii.Error, ValueError, SoundalikeError) as exc:
-                raise _bad_request(f"row {i}: {exc}") from None
+                raise bad_request(f"row {i}: {exc}") from None
             out.append({"embedder": self.embedder.key, "start_s": clips.start_s.tolist(),
                         "vectors": clips.vectors.tolist()})
         return out
@@ -95,5 +95,5 @@ def log_embedder_model(weights_dir: str | os.PathLike, cfg: Config, *, example_a
             code_paths=[str(Path(soundalike.__file__).parent)],
             signature=signature,
             registered_model_name=registered_model_name,
-            pip_requirements=_pip_requirements(),
+            pip_requirements=pip_requirements(),
         )

@@ -46,7 +46,8 @@ except ImportError:  # pragma: no cover
     mlflow = None
 
 
-def _bad_request(message: str) -> Exception:
+def bad_request(message: str) -> Exception:
+    """An error MLflow serving answers with HTTP 400 (shared by both pyfunc models)."""
     return MlflowException(message[:2000], error_code=INVALID_PARAMETER_VALUE)
 
 
@@ -78,17 +79,17 @@ class SoundalikeSearchModel(mlflow.pyfunc.PythonModel if mlflow else object):
 
     def predict(self, context, model_input: pd.DataFrame, params: dict[str, Any] | None = None) -> list[dict]:
         if not isinstance(model_input, pd.DataFrame):
-            raise _bad_request(f"input must be a table of queries, got {type(model_input).__name__}")
+            raise bad_request(f"input must be a table of queries, got {type(model_input).__name__}")
         unknown = [c for c in model_input.columns if c not in INPUT_COLUMNS]
         if unknown or not any(c in model_input.columns for c in INPUT_COLUMNS):
-            raise _bad_request(
+            raise bad_request(
                 "input columns must be audio_b64 (base64 audio bytes), text (a description) or path; "
                 f"got {list(model_input.columns)}"
             )
         if len(model_input) == 0:
-            raise _bad_request("input holds no query rows")
+            raise bad_request("input holds no query rows")
         if len(model_input) > 16:
-            raise _bad_request(f"at most 16 queries per request, got {len(model_input)}")
+            raise bad_request(f"at most 16 queries per request, got {len(model_input)}")
         query_params = _clean_params(params or {})
         outputs = []
         for i, row in enumerate(model_input.to_dict("records")):
@@ -100,7 +101,7 @@ class SoundalikeSearchModel(mlflow.pyfunc.PythonModel if mlflow else object):
                 else:
                     outputs.append(self.searcher.search(source, **query_params))
             except SoundalikeError as exc:
-                raise _bad_request(f"query row {i}: {exc}") from None
+                raise bad_request(f"query row {i}: {exc}") from None
         return outputs
 
     def _source(self, row: dict, i: int):
@@ -109,24 +110,24 @@ class SoundalikeSearchModel(mlflow.pyfunc.PythonModel if mlflow else object):
         if isinstance(audio, str) and audio:
             limit = self.cfg.query.max_query_bytes
             if len(audio) > limit * 4 // 3 + 4:
-                raise _bad_request(f"query row {i}: audio is larger than query.max_query_bytes={limit}")
+                raise bad_request(f"query row {i}: audio is larger than query.max_query_bytes={limit}")
             try:
                 data = base64.b64decode(audio, validate=True)
             except (binascii.Error, ValueError):
-                raise _bad_request(f"query row {i}: audio_b64 is not valid base64") from None
+                raise bad_request(f"query row {i}: audio_b64 is not valid base64") from None
             if not data:
-                raise _bad_request(f"query row {i}: audio is empty")
+                raise bad_request(f"query row {i}: audio is empty")
             return data
         if isinstance(path, str) and path:
             if self.allowed_root is None:
-                raise _bad_request(f"query row {i}: queries by path are disabled here; send audio_b64")
+                raise bad_request(f"query row {i}: queries by path are disabled here; send audio_b64")
             resolved = Path(path).resolve()
             if not resolved.is_relative_to(self.allowed_root) or not resolved.is_file():
-                raise _bad_request(f"query row {i}: path must be an existing file under {self.allowed_root}")
+                raise bad_request(f"query row {i}: path must be an existing file under {self.allowed_root}")
             if resolved.stat().st_size > self.cfg.query.max_query_bytes:
-                raise _bad_request(f"query row {i}: file is larger than query.max_query_bytes")
+                raise bad_request(f"query row {i}: file is larger than query.max_query_bytes")
             return resolved
-        raise _bad_request(f"query row {i}: give audio_b64 (base64 audio bytes) or text")
+        raise bad_request(f"query row {i}: give audio_b64 (base64 audio bytes) or text")
 
 
 def _text(row: dict, i: int) -> str | None:
@@ -135,11 +136,11 @@ def _text(row: dict, i: int) -> str | None:
     if text is None or (isinstance(text, float) and math.isnan(text)):
         return None  # absent, or NaN where only other rows use the column
     if not isinstance(text, str):
-        raise _bad_request(f"query row {i}: text must be a string, got {type(text).__name__}")
+        raise bad_request(f"query row {i}: text must be a string, got {type(text).__name__}")
     if not text.strip():
         return None
     if any(isinstance(row.get(c), str) and row.get(c) for c in ("audio_b64", "path")):
-        raise _bad_request(f"query row {i}: give one of audio_b64, path or text, not several")
+        raise bad_request(f"query row {i}: give one of audio_b64, path or text, not several")
     return text
 
 
@@ -147,7 +148,7 @@ def _clean_params(params: dict[str, Any]) -> dict[str, Any]:
     known = set(PARAM_DEFAULTS)
     unknown = set(params) - known
     if unknown:
-        raise _bad_request(f"unknown params: {', '.join(sorted(unknown))}; known: {', '.join(sorted(known))}")
+        raise bad_request(f"unknown params: {', '.join(sorted(unknown))}; known: {', '.join(sorted(known))}")
     out = {}
     for key, value in params.items():
         if key == "exclude_track_ids":
@@ -229,7 +230,7 @@ def log_search_model(index_dir: str | os.PathLike, cfg: Config, *, example_audio
             signature=signature,
             input_example=(example, {"max_results": 5}),
             registered_model_name=registered_model_name,
-            pip_requirements=_pip_requirements(extra),
+            pip_requirements=pip_requirements(extra),
             # Keys a loader may override (MLflow only lets load_model set keys logged here):
             # paths stay disabled unless a local caller names a root.
             model_config={"allowed_path_root": "", "torch_threads": 1},
@@ -282,7 +283,8 @@ def _laion_clap_package() -> str | None:
 LAION_CLAP_REQUIREMENTS = ("torchvision", "torchlibrosa", "librosa", "h5py", "ftfy")
 
 
-def _pip_requirements(extra: tuple[str, ...] = ()) -> list[str]:
+def pip_requirements(extra: tuple[str, ...] = ()) -> list[str]:
+    """The pinned requirements logged with both pyfunc models: the versions installed here."""
     from importlib.metadata import version
 
     names = ["numpy", "scipy", "pandas", "pyarrow", "soundfile", "soxr", "pyyaml", "torch", "transformers",
