@@ -15,8 +15,8 @@ from __future__ import annotations
 
 import heapq
 import json
-import math
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Sequence
 
@@ -248,11 +248,17 @@ def run_embed(cfg: Config, spark: SparkSession | None = None) -> EmbedSummary:
             "vector", now.alias("created_at"),
         ).select(*[f.name for f in EMBEDDINGS.fields])
         # Known non-empty, so no counting first; the MERGE still skips keys a crashed run wrote.
-        # Embeddings first: a crash between the two leaves the track without clips, so it is redone.
-        insert_new(spark, cfg.tables.name("embeddings"), emb_rows,
-                   keys=("track_id", "clip_policy", "clip_idx", "embedder"), count_first=False)
-        insert_new(spark, cfg.tables.name("clips"), clip_rows,
-                   keys=("track_id", "clip_policy", "clip_idx"), count_first=False)
+        # The two MERGEs run at once (each is mostly driver planning and a Delta commit). A track
+        # is done only with both clips and embeddings, so a crash after either is redone.
+        with ThreadPoolExecutor(2) as pool:
+            writes = [
+                pool.submit(insert_new, spark, cfg.tables.name("embeddings"), emb_rows,
+                            keys=("track_id", "clip_policy", "clip_idx", "embedder"), count_first=False),
+                pool.submit(insert_new, spark, cfg.tables.name("clips"), clip_rows,
+                            keys=("track_id", "clip_policy", "clip_idx"), count_first=False),
+            ]
+            for w in writes:
+                w.result()
     n_errors = 0
     if stats["bad"] or errors_t.limit(1).count():
         n_errors = record_errors(
