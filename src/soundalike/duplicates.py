@@ -120,8 +120,8 @@ def pitch_sequence(wave: np.ndarray, sr: int) -> np.ndarray:
 
     Alternate takes share their lead line, not their accompaniment, and two songs in one style
     share their accompaniment. So the repeating part of the spectrogram is masked out first
-    (REPET-SIM, :func:`librosa.decompose.nn_filter`: the median of each frame's nearest neighbours
-    elsewhere in the track). The neighbours are chosen by the bass region (below 200 Hz) only:
+    (REPET-SIM: the median of each frame's nearest neighbours elsewhere in the track,
+    :func:`_repeating`). The neighbours are chosen by the bass region (below 200 Hz) only:
     frames at the same place in the harmony and the groove, whose melody differs, so the median
     holds the accompaniment and not the melody (chosen by the whole spectrum, the repeated melody
     picks its own repeats and masks itself out). What stands well above that median is the
@@ -138,30 +138,52 @@ def pitch_sequence(wave: np.ndarray, sr: int) -> np.ndarray:
     mag = np.abs(librosa.stft(wave, n_fft=_PC_NFFT, hop_length=_PC_HOP))  # [bins, frames]
     freqs = librosa.fft_frequencies(sr=sr, n_fft=_PC_NFFT)
     level = (mag ** 2).sum(axis=0)
+    band = (freqs >= _PC_FMIN) & (freqs <= _PC_FMAX)
+    bass = freqs < _PC_BASS_FMAX
+    by = mag[bass] if (mag[bass] ** 2).sum() >= _PC_BASS_MIN_SHARE * level.sum() else mag
+    by = np.log1p(by / (by.max() + 1e-12) * 1000.0) + 1e-3  # loudness-independent, never all zero
+    mag = mag[band]  # only the melody's register is masked and used
     if mag.shape[1] > 2 * _PC_REPEAT_WIDTH + 1:
-        bass = freqs < _PC_BASS_FMAX
-        by = mag[bass] if (mag[bass] ** 2).sum() >= _PC_BASS_MIN_SHARE * level.sum() else mag
-        by = np.log1p(by / (by.max() + 1e-12) * 1000.0) + 1e-3  # loudness-independent, never all zero
-        # nn_filter compares every frame with every other: quadratic in length (a two-hour file
-        # took 4 GB and minutes). Repeats are looked for within blocks of about _PC_REPEAT_BLOCK
-        # frames; a track shorter than 1.5 blocks is one block.
+        # Comparing every frame with every other is quadratic in length: repeats are looked for
+        # within blocks of about _PC_REPEAT_BLOCK frames (a track shorter than 1.5 blocks is one).
         frames = mag.shape[1]
         edges = np.linspace(0, frames, max(1, int(round(frames / _PC_REPEAT_BLOCK))) + 1).astype(int)
         repeating = np.empty_like(mag)
         for a, b in zip(edges[:-1], edges[1:]):
-            block = mag[:, a:b]
-            rec = librosa.segment.recurrence_matrix(by[:, a:b], width=_PC_REPEAT_WIDTH, metric="cosine",
-                                                    sym=False, mode="connectivity")
-            repeating[:, a:b] = np.minimum(block, librosa.decompose.nn_filter(block, rec=rec, aggregate=np.median))
+            repeating[:, a:b] = _repeating(mag[:, a:b], by[:, a:b])
         mag = mag * librosa.util.softmask(mag - repeating, _PC_MASK_MARGIN * repeating, power=2)
-    power = mag ** 2
-    power[(freqs < _PC_FMIN) | (freqs > _PC_FMAX)] = 0.0
+    power = np.zeros((freqs.size, mag.shape[1]), np.float32)
+    power[band] = mag ** 2
     chroma = librosa.feature.chroma_stft(S=power, sr=sr, n_fft=_PC_NFFT, tuning=0.0, norm=None)  # [12, frames]
     out = chroma.argmax(axis=0).astype(np.uint8)
     foreground = power.sum(axis=0)
     out[foreground <= _PC_MELODY_GATE * np.percentile(foreground, 95)] = 12
     out[level < level.max() * 1e-5] = 12
     return out
+
+
+def _repeating(mag: np.ndarray, by: np.ndarray) -> np.ndarray:
+    """The repeating part of ``mag`` [bins, frames]: per frame, the median of its k nearest
+    neighbours by ``by`` [features, frames] (cosine, at least _PC_REPEAT_WIDTH frames away,
+    k = sqrt(frames)), at most ``mag``.
+
+    What :func:`librosa.decompose.nn_filter` does with :func:`librosa.segment.recurrence_matrix`,
+    without their per-frame sparse-matrix loops (half the time), and with exactly k neighbours
+    (librosa takes k + 2 * width nearest and drops those too close, leaving fewer).
+    """
+    frames = mag.shape[1]
+    unit = by / np.maximum(np.linalg.norm(by, axis=0, keepdims=True), 1e-12)
+    sim = unit.T @ unit
+    near = np.abs(np.arange(frames)[:, None] - np.arange(frames)[None, :]) < _PC_REPEAT_WIDTH
+    sim[near] = -np.inf
+    candidates = frames - 2 * _PC_REPEAT_WIDTH + 1  # the fewest any frame has
+    k = int(min(np.ceil(np.sqrt(candidates)), candidates))
+    neighbours = np.argpartition(-sim, k - 1, axis=1)[:, :k]  # [frames, k]
+    out = np.empty_like(mag)
+    step = max(1, 2 ** 22 // max(1, mag.shape[0] * k))  # frames per chunk: ~16 MB of gathered columns
+    for i in range(0, frames, step):
+        out[:, i:i + step] = np.median(mag[:, neighbours[i:i + step]], axis=2)
+    return np.minimum(mag, out)
 
 
 def pitch_profile(seq: np.ndarray) -> np.ndarray:
