@@ -11,9 +11,10 @@ sidecar (``planted``, ``motif_id``), which the pairing never sees. Per catalogue
 - planted duplicates found with their kind (and, for ``contained``, the offset within 0.5 s);
 - false duplicates (a ``re-encode``/``contained`` pair that was not planted);
 - alternate-take pairs (same ``motif_id``) found as ``version`` / planted, with their
-  significance (``version_score``; threshold ``version_min_significance``);
-- unrelated pairs reported as ``version``, and the highest significance of any unrelated pair
-  (the margin under the threshold);
+  significance/above_chance (``version_score``; thresholds ``version_min_significance``,
+  ``version_min_above_chance``);
+- unrelated pairs reported as ``version``, and the highest significance and above_chance of any
+  unrelated pair (the margins under the thresholds);
 - per-track cost: pitch sequence (``pitch ms``) and ``find_pairs`` over the catalogue divided by
   the number of distinct tracks (``pairs ms``).
 """
@@ -41,8 +42,9 @@ DUPLICATE_KINDS = {"re-encode", "contained"}
 
 
 def _significance(p) -> str:
-    """A version's significance, or ``landmarks`` for one found by the landmark check (none)."""
-    return next((f"{e['significance']:.2f}" for e in p.evidence if "significance" in e), "landmarks")
+    """A version's significance/above_chance, or ``landmarks`` for one found by the landmark check."""
+    return next((f"{e['significance']:.2f}/{e['above_chance']:.2f}" for e in p.evidence if "significance" in e),
+                "landmarks")
 
 
 def run_catalogue(root: Path, n_tracks: int, seed: int, cfg: DuplicatesConfig) -> dict:
@@ -79,8 +81,8 @@ def run_catalogue(root: Path, n_tracks: int, seed: int, cfg: DuplicatesConfig) -
     style = {id_of[t.file]: t.style for t in tracks}
     versions = [p for p in pairs if p.kind == "version"]
     # The margin: the best significance of any pair that is neither a take nor a planted duplicate.
-    unrelated_best = max((version_score(pitch[a], pitch[b], cfg)[0] for a, b in itertools.combinations(sorted(pitch), 2)
-                          if frozenset((a, b)) not in takes and frozenset((a, b)) not in truth), default=0.0)
+    unrelated = [version_score(pitch[a], pitch[b], cfg)[:2] for a, b in itertools.combinations(sorted(pitch), 2)
+                 if frozenset((a, b)) not in takes and frozenset((a, b)) not in truth]
     wrong = [p for p in versions if frozenset((p.track_a, p.track_b)) not in takes]
     return {
         "catalogue": f"{n_tracks} tracks seed {seed}",
@@ -91,10 +93,11 @@ def run_catalogue(root: Path, n_tracks: int, seed: int, cfg: DuplicatesConfig) -
         "versions_found": sum(1 for p in versions if frozenset((p.track_a, p.track_b)) in takes),
         "versions_planted": len(takes),
         "unrelated_versions": len(wrong),
-        "unrelated_max_significance": round(unrelated_best, 2),
+        "unrelated_max_significance": round(max((u[0] for u in unrelated), default=0.0), 2),
+        "unrelated_max_above_chance": round(max((u[1] for u in unrelated), default=-np.inf), 2),
         "unrelated_detail": [(style[p.track_a], style[p.track_b], _significance(p)) for p in wrong],
         "take_significance": sorted((_significance(p) for p in versions if frozenset((p.track_a, p.track_b)) in takes),
-                                    key=lambda x: float(x) if x[0].isdigit() else -1.0),
+                                    key=lambda x: float(x.split("/")[0]) if x[0].isdigit() else -1.0),
         "missed_takes": [(style[a], style[b]) for a, b in (sorted(k) for k in takes)
                          if not (frozenset((a, b)) in by_key and by_key[frozenset((a, b))].kind == "version")],
         "pitch_ms_per_track": 1000 * pitch_s / len(paths),
@@ -123,7 +126,8 @@ def main(argv=None) -> int:
               f"false duplicates {r['false_duplicates']}, versions {r['versions_found']}/{r['versions_planted']}, "
               f"unrelated versions {r['unrelated_versions']}, pitch {r['pitch_ms_per_track']:.0f} ms/track, "
               f"find_pairs {r['pairs_ms_per_track']:.0f} ms/track")
-        for k in ("take_significance", "unrelated_max_significance", "unrelated_detail", "missed_takes"):
+        for k in ("take_significance", "unrelated_max_significance", "unrelated_max_above_chance", "unrelated_detail",
+                  "missed_takes"):
             if r.get(k):
                 print(f"{'':>22}{k}: {r[k]}")
     return 0

@@ -193,7 +193,7 @@ def pitch_profile(seq: np.ndarray) -> np.ndarray:
     return counts / norm if norm > 0 else counts
 
 
-def version_score(a: np.ndarray, b: np.ndarray, cfg: DuplicatesConfig) -> tuple[float, float, float, float, float]:
+def version_score(a: np.ndarray, b: np.ndarray, cfg: DuplicatesConfig) -> tuple[float, float, float, float, float, float]:
     """How significantly two pitch sequences agree at their best tempo ratio and offset.
 
     ``b`` is stretched to each of ``cfg.version_tempo_steps`` tempo ratios and slid along ``a``;
@@ -202,18 +202,23 @@ def version_score(a: np.ndarray, b: np.ndarray, cfg: DuplicatesConfig) -> tuple[
     over the frames where both are pitched (at least 5 s of them). The pair's median agreement
     over all the alignments tried (what one key and style share anywhere) is subtracted, and the
     excess is weighed by the square root of those frames: chance agreement over n frames spreads
-    as 1/sqrt(n), so a short match is not mistaken for a strong one.
+    as 1/sqrt(n), so a short match is not mistaken for a strong one. The best of N alignments of
+    two unrelated tracks reaches about sqrt(2 ln N) by chance, and long tracks offer more
+    alignments (a threshold on the significance alone, set on 30-60 s tracks, passes unrelated
+    pairs of 3-minute ones), so how far the best stands above that is returned too.
 
     Returns
     -------
-    significance, score, tempo_ratio, offset_s, overlap_s
-        ``significance``: the largest weighed excess (about a z-score; what the threshold
-        ``cfg.version_min_significance`` applies to); ``score``: the excess agreement there, in
+    significance, above_chance, score, tempo_ratio, offset_s, overlap_s
+        ``significance``: the largest weighed excess (about a z-score; thresholded by
+        ``cfg.version_min_significance``); ``above_chance``: ``significance - sqrt(2 ln N)``
+        over the N alignments tried (thresholded by ``cfg.version_min_above_chance``);
+        ``score``: the excess agreement there, in
         [0, 1]; ``tempo_ratio``: b's tempo relative to a's; ``offset_s``: where b starts in a
         (a's time); ``overlap_s``: how long they overlap there (a's time).
     """
     frame_s = _PC_HOP / 8000.0
-    none = (0.0, 0.0, 1.0, 0.0, 0.0)
+    none = (0.0, -np.inf, 0.0, 1.0, 0.0, 0.0)
     if a.size < 8 or b.size < 8:
         return none
     ea = _one_hot(a)
@@ -241,13 +246,14 @@ def version_score(a: np.ndarray, b: np.ndarray, cfg: DuplicatesConfig) -> tuple[
             found.append((agree[ok] / both[ok], both[ok], ratio, lags[ok], overlap[ok]))
     if not found:
         return none
-    median = float(np.median(np.concatenate([f[0] for f in found])))
+    agreements = np.concatenate([f[0] for f in found])
+    median, chance = float(np.median(agreements)), float(np.sqrt(2.0 * np.log(max(agreements.size, 2))))
     best = none
     for agreement, both, ratio, lags, overlap in found:
         weighed = (agreement - median) * np.sqrt(both)
         i = int(np.argmax(weighed))
         if weighed[i] > best[0]:
-            best = (float(weighed[i]), float(max(0.0, agreement[i] - median)), float(ratio),
+            best = (float(weighed[i]), float(weighed[i]) - chance, float(max(0.0, agreement[i] - median)), float(ratio),
                     float(lags[i] * frame_s), float(overlap[i] * frame_s))
     return best
 
@@ -429,8 +435,8 @@ def find_pairs(index: FingerprintIndex, pitch: Mapping[str, np.ndarray], *, new_
                 key = (min(tid, other), max(tid, other))
                 if key in found:
                     continue  # a duplicate is never also a version
-                significance, score, ratio, offset, overlap = version_score(oseq, seq, cfg)
-                if significance >= cfg.version_min_significance:
+                significance, above_chance, score, ratio, offset, overlap = version_score(oseq, seq, cfg)
+                if significance >= cfg.version_min_significance and above_chance >= cfg.version_min_above_chance:
                     a, b = key
                     shorter = min(oseq.size, seq.size * ratio) * _PC_HOP / 8000.0  # other's time
                     coverage = min(1.0, overlap / max(shorter, 1e-9))
@@ -438,7 +444,7 @@ def find_pairs(index: FingerprintIndex, pitch: Mapping[str, np.ndarray], *, new_
                         ratio, offset, overlap = 1.0 / ratio, -offset / ratio, overlap / ratio
                     found[key] = DuplicatePair(a, b, "version", score, coverage, offset, (
                         {"tempo_ratio": round(ratio, 4), "overlap_s": round(overlap, 1),
-                         "significance": round(significance, 2)},))
+                         "significance": round(significance, 2), "above_chance": round(above_chance, 2)},))
             done.add(tid)
     return sorted(found.values(), key=lambda p: (KINDS.index(p.kind), -p.score, p.track_a, p.track_b))
 
