@@ -10,8 +10,11 @@ sidecar (``planted``, ``motif_id``), which the pairing never sees. Per catalogue
 
 - planted duplicates found with their kind (and, for ``contained``, the offset within 0.5 s);
 - false duplicates (a ``re-encode``/``contained`` pair that was not planted);
-- alternate-take pairs (same ``motif_id``) found as ``version`` / planted;
-- unrelated pairs reported as ``version``;
+- alternate-take pairs (same ``motif_id``) found as ``version`` / planted, with their
+  significance/above_chance (``version_score``; thresholds ``version_min_significance``,
+  ``version_min_above_chance``);
+- unrelated pairs reported as ``version``, and the highest significance and above_chance of any
+  unrelated pair (the margins under the thresholds);
 - per-track cost: pitch sequence (``pitch ms``) and ``find_pairs`` over the catalogue divided by
   the number of distinct tracks (``pairs ms``).
 """
@@ -30,12 +33,18 @@ import numpy as np
 
 from soundalike.audio import load_audio
 from soundalike.config import DuplicatesConfig, FingerprintConfig
-from soundalike.duplicates import find_pairs, pitch_sequence
+from soundalike.duplicates import find_pairs, pitch_sequence, version_score
 from soundalike.fingerprint import FingerprintIndex, fingerprint_wave
 from soundalike.sample import generate_catalogue
 
 CATALOGUES = ((16, 5), (10, 5), (40, 1))
 DUPLICATE_KINDS = {"re-encode", "contained"}
+
+
+def _significance(p) -> str:
+    """A version's significance/above_chance, or ``landmarks`` for one found by the landmark check."""
+    return next((f"{e['significance']:.2f}/{e['above_chance']:.2f}" for e in p.evidence if "significance" in e),
+                "landmarks")
 
 
 def run_catalogue(root: Path, n_tracks: int, seed: int, cfg: DuplicatesConfig) -> dict:
@@ -71,6 +80,9 @@ def run_catalogue(root: Path, n_tracks: int, seed: int, cfg: DuplicatesConfig) -
     takes = {frozenset((id_of[a], id_of[b])) for a, b in itertools.combinations(motif, 2) if motif[a] == motif[b]}
     style = {id_of[t.file]: t.style for t in tracks}
     versions = [p for p in pairs if p.kind == "version"]
+    # The margin: the best significance of any pair that is neither a take nor a planted duplicate.
+    unrelated = [version_score(pitch[a], pitch[b], cfg)[:2] for a, b in itertools.combinations(sorted(pitch), 2)
+                 if frozenset((a, b)) not in takes and frozenset((a, b)) not in truth]
     wrong = [p for p in versions if frozenset((p.track_a, p.track_b)) not in takes]
     return {
         "catalogue": f"{n_tracks} tracks seed {seed}",
@@ -81,8 +93,11 @@ def run_catalogue(root: Path, n_tracks: int, seed: int, cfg: DuplicatesConfig) -
         "versions_found": sum(1 for p in versions if frozenset((p.track_a, p.track_b)) in takes),
         "versions_planted": len(takes),
         "unrelated_versions": len(wrong),
-        "unrelated_detail": [(style[p.track_a], style[p.track_b], round(p.score, 3)) for p in wrong],
-        "take_scores": sorted(round(p.score, 3) for p in versions if frozenset((p.track_a, p.track_b)) in takes),
+        "unrelated_max_significance": round(max((u[0] for u in unrelated), default=0.0), 2),
+        "unrelated_max_above_chance": round(max((u[1] for u in unrelated), default=-np.inf), 2),
+        "unrelated_detail": [(style[p.track_a], style[p.track_b], _significance(p)) for p in wrong],
+        "take_significance": sorted((_significance(p) for p in versions if frozenset((p.track_a, p.track_b)) in takes),
+                                    key=lambda x: float(x.split("/")[0]) if x[0].isdigit() else -1.0),
         "missed_takes": [(style[a], style[b]) for a, b in (sorted(k) for k in takes)
                          if not (frozenset((a, b)) in by_key and by_key[frozenset((a, b))].kind == "version")],
         "pitch_ms_per_track": 1000 * pitch_s / len(paths),
@@ -111,7 +126,8 @@ def main(argv=None) -> int:
               f"false duplicates {r['false_duplicates']}, versions {r['versions_found']}/{r['versions_planted']}, "
               f"unrelated versions {r['unrelated_versions']}, pitch {r['pitch_ms_per_track']:.0f} ms/track, "
               f"find_pairs {r['pairs_ms_per_track']:.0f} ms/track")
-        for k in ("take_scores", "unrelated_detail", "missed_takes"):
+        for k in ("take_significance", "unrelated_max_significance", "unrelated_max_above_chance", "unrelated_detail",
+                  "missed_takes"):
             if r.get(k):
                 print(f"{'':>22}{k}: {r[k]}")
     return 0

@@ -229,9 +229,14 @@ class DuplicatesConfig:
         (music built from repeated bars aligns a bar away almost as well).
     versions : bool
         Look for versions (same piece, other recording) among non-duplicates.
-    version_min_score : float
-        Melody agreement a version needs at its best tempo ratio and offset, above the pair's
-        median agreement over all ratios and offsets (what one key and style share anywhere).
+    version_min_significance : float
+        How far above chance the melodies of a version must agree at their best tempo ratio and
+        offset: the agreement above the pair's median over all ratios and offsets (what one key
+        and style share anywhere), times the square root of the frames compared (about a
+        z-score; see :func:`soundalike.duplicates.version_score`).
+    version_min_above_chance : float
+        ... and how far it must stand above what the best of the N alignments tried reaches by
+        chance (sqrt(2 ln N)): long tracks offer more alignments, so more chances.
     version_min_overlap_s : float
         The agreement must hold over at least this much (or 80 % of the shorter track) ...
     version_min_coverage : float
@@ -259,7 +264,8 @@ class DuplicatesConfig:
     same_length_tolerance_s: float = 1.0
     offset_candidates: int = 4
     versions: bool = True
-    version_min_score: float = 0.17
+    version_min_significance: float = 4.0
+    version_min_above_chance: float = 0.2
     version_min_overlap_s: float = 20.0
     version_min_coverage: float = 0.5
     version_candidates: int = 50

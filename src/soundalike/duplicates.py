@@ -40,12 +40,22 @@ KINDS = ("exact", "re-encode", "contained", "version")
 
 #: Pitch-class analysis: 8 kHz, 256 ms windows every 0.125 s, 250-2000 Hz (the lead's register).
 _PC_NFFT, _PC_HOP, _PC_FMIN, _PC_FMAX = 2048, 1000, 250.0, 2000.0
-#: Frames around each frame whose nearest neighbours model the repeating accompaniment (~2 s).
+#: Frames around each frame that are not its neighbours when the accompaniment's repeats are looked for (~2 s).
 _PC_REPEAT_WIDTH = 16
 #: Frames (5 min at 0.125 s) within which the accompaniment's repeats are looked for.
 _PC_REPEAT_BLOCK = 2400
+#: The repeats are found by the spectrum below this (bass and kick: they follow the harmony and
+#: the groove, not the melody), unless it holds less than _PC_BASS_MIN_SHARE of the energy.
+_PC_BASS_FMAX, _PC_BASS_MIN_SHARE = 200.0, 0.01
+#: Foreground mask: what stands this many times above the repeating part is kept (nearly binary).
+_PC_MASK_MARGIN = 8.0
+#: Frames whose foreground (250-2000 Hz) holds less than this share of the track's loud frames
+#: (95th percentile) carry no melody: 12.
+_PC_MELODY_GATE = 0.05
+#: Frames both sequences must have pitched at one alignment for it to count (5 s).
+_PC_MIN_BOTH = 40
 #: Bumped whenever :func:`pitch_sequence` changes, so stored sequences are made again.
-PITCH_REVISION = 2
+PITCH_REVISION = 3
 
 
 @dataclass(frozen=True)
@@ -61,14 +71,15 @@ class DuplicatePair:
         One of :data:`KINDS`.
     score : float
         Strength of the evidence in [0, 1] (duplicates: aligned share of the shorter track's
-        landmarks; versions: pitch-sequence correlation).
+        landmarks; versions: melody agreement above the pair's median, see :func:`version_score`).
     coverage : float
         Share of the shorter track that matches.
     offset_s : float
         Where ``b`` starts inside ``a``, seconds.
     evidence : tuple of dict
-        Matching stretches ``{a_s, b_s, hits}`` (duplicates) or ``{tempo_ratio, overlap_s}``
-        (versions), or the file paths (exact).
+        Matching stretches ``{a_s, b_s, hits}`` (duplicates) or ``{tempo_ratio, overlap_s,
+        significance}`` (versions; ``tempo_ratio``: b's tempo relative to a's), or the file paths
+        (exact).
     """
 
     track_a: str
@@ -108,11 +119,14 @@ def pitch_sequence(wave: np.ndarray, sr: int) -> np.ndarray:
     """The melody's pitch class every 0.125 s of ``wave`` (8 kHz), uint8 [frames] (12: none).
 
     Alternate takes share their lead line, not their accompaniment, and two songs in one style
-    share their accompaniment. So the repeating part of the spectrogram (each frame's nearest
-    neighbours elsewhere in the track, :func:`librosa.decompose.nn_filter`, the REPET-SIM
-    separation) is masked out first; of the foreground in 250-2000 Hz the log chroma has its
-    running mean over ~2 s removed (what *changes*), and its strongest class is the frame's
-    pitch class. Silence gets 12.
+    share their accompaniment. So the repeating part of the spectrogram is masked out first
+    (REPET-SIM: the median of each frame's nearest neighbours elsewhere in the track,
+    :func:`_repeating`). The neighbours are chosen by the bass region (below 200 Hz) only:
+    frames at the same place in the harmony and the groove, whose melody differs, so the median
+    holds the accompaniment and not the melody (chosen by the whole spectrum, the repeated melody
+    picks its own repeats and masks itself out). What stands well above that median is the
+    foreground; its strongest pitch class in 250-2000 Hz is the frame's pitch class. Frames whose
+    foreground is weak (between notes, accompaniment only) and silence get 12.
     """
     import librosa
 
@@ -122,28 +136,54 @@ def pitch_sequence(wave: np.ndarray, sr: int) -> np.ndarray:
     if wave.shape[0] < _PC_NFFT:
         return np.zeros(0, np.uint8)
     mag = np.abs(librosa.stft(wave, n_fft=_PC_NFFT, hop_length=_PC_HOP))  # [bins, frames]
+    freqs = librosa.fft_frequencies(sr=sr, n_fft=_PC_NFFT)
     level = (mag ** 2).sum(axis=0)
+    band = (freqs >= _PC_FMIN) & (freqs <= _PC_FMAX)
+    bass = freqs < _PC_BASS_FMAX
+    by = mag[bass] if (mag[bass] ** 2).sum() >= _PC_BASS_MIN_SHARE * level.sum() else mag
+    by = np.log1p(by / (by.max() + 1e-12) * 1000.0) + 1e-3  # loudness-independent, never all zero
+    mag = mag[band]  # only the melody's register is masked and used
     if mag.shape[1] > 2 * _PC_REPEAT_WIDTH + 1:
-        # nn_filter compares every frame with every other: quadratic in length (a two-hour file
-        # took 4 GB and minutes). Repeats are looked for within blocks of about _PC_REPEAT_BLOCK
-        # frames; a track shorter than 1.5 blocks is one block, as before.
+        # Comparing every frame with every other is quadratic in length: repeats are looked for
+        # within blocks of about _PC_REPEAT_BLOCK frames (a track shorter than 1.5 blocks is one).
         frames = mag.shape[1]
         edges = np.linspace(0, frames, max(1, int(round(frames / _PC_REPEAT_BLOCK))) + 1).astype(int)
         repeating = np.empty_like(mag)
         for a, b in zip(edges[:-1], edges[1:]):
-            block = mag[:, a:b]
-            repeating[:, a:b] = np.minimum(block, librosa.decompose.nn_filter(
-                block, aggregate=np.median, metric="cosine", width=_PC_REPEAT_WIDTH))
-        mag = mag * librosa.util.softmask(mag - repeating, 2.0 * repeating, power=2)
-    freqs = librosa.fft_frequencies(sr=sr, n_fft=_PC_NFFT)
-    power = mag ** 2
-    power[(freqs < _PC_FMIN) | (freqs > _PC_FMAX)] = 0.0
-    chroma = librosa.feature.chroma_stft(S=power, sr=sr, n_fft=_PC_NFFT, tuning=0.0, norm=None).T  # [frames, 12]
-    chroma = np.log1p(chroma / (chroma.max() + 1e-12) * 1000.0)
-    chroma -= uniform_filter1d(chroma, size=16, axis=0, mode="nearest")
-    out = chroma.argmax(axis=1).astype(np.uint8)
+            repeating[:, a:b] = _repeating(mag[:, a:b], by[:, a:b])
+        mag = mag * librosa.util.softmask(mag - repeating, _PC_MASK_MARGIN * repeating, power=2)
+    power = np.zeros((freqs.size, mag.shape[1]), np.float32)
+    power[band] = mag ** 2
+    chroma = librosa.feature.chroma_stft(S=power, sr=sr, n_fft=_PC_NFFT, tuning=0.0, norm=None)  # [12, frames]
+    out = chroma.argmax(axis=0).astype(np.uint8)
+    foreground = power.sum(axis=0)
+    out[foreground <= _PC_MELODY_GATE * np.percentile(foreground, 95)] = 12
     out[level < level.max() * 1e-5] = 12
     return out
+
+
+def _repeating(mag: np.ndarray, by: np.ndarray) -> np.ndarray:
+    """The repeating part of ``mag`` [bins, frames]: per frame, the median of its k nearest
+    neighbours by ``by`` [features, frames] (cosine, at least _PC_REPEAT_WIDTH frames away,
+    k = sqrt(frames)), at most ``mag``.
+
+    What :func:`librosa.decompose.nn_filter` does with :func:`librosa.segment.recurrence_matrix`,
+    without their per-frame sparse-matrix loops (half the time), and with exactly k neighbours
+    (librosa takes k + 2 * width nearest and drops those too close, leaving fewer).
+    """
+    frames = mag.shape[1]
+    unit = by / np.maximum(np.linalg.norm(by, axis=0, keepdims=True), 1e-12)
+    sim = unit.T @ unit
+    near = np.abs(np.arange(frames)[:, None] - np.arange(frames)[None, :]) < _PC_REPEAT_WIDTH
+    sim[near] = -np.inf
+    candidates = frames - 2 * _PC_REPEAT_WIDTH + 1  # the fewest any frame has
+    k = int(min(np.ceil(np.sqrt(candidates)), candidates))
+    neighbours = np.argpartition(-sim, k - 1, axis=1)[:, :k]  # [frames, k]
+    out = np.empty_like(mag)
+    step = max(1, 2 ** 22 // max(1, mag.shape[0] * k))  # frames per chunk: ~16 MB of gathered columns
+    for i in range(0, frames, step):
+        out[:, i:i + step] = np.median(mag[:, neighbours[i:i + step]], axis=2)
+    return np.minimum(mag, out)
 
 
 def pitch_profile(seq: np.ndarray) -> np.ndarray:
@@ -153,58 +193,81 @@ def pitch_profile(seq: np.ndarray) -> np.ndarray:
     return counts / norm if norm > 0 else counts
 
 
-def version_score(a: np.ndarray, b: np.ndarray, cfg: DuplicatesConfig) -> tuple[float, float, float, float]:
-    """Best agreement of two pitch sequences over tempo ratios and offsets.
+def version_score(a: np.ndarray, b: np.ndarray, cfg: DuplicatesConfig) -> tuple[float, float, float, float, float, float]:
+    """How significantly two pitch sequences agree at their best tempo ratio and offset.
+
+    ``b`` is stretched to each of ``cfg.version_tempo_steps`` tempo ratios and slid along ``a``;
+    at each alignment with enough overlap (``cfg.version_min_overlap_s`` or 80 % of the shorter
+    track, and ``cfg.version_min_coverage`` of it) the agreement is the mean one-hot correlation
+    over the frames where both are pitched (at least 5 s of them). The pair's median agreement
+    over all the alignments tried (what one key and style share anywhere) is subtracted, and the
+    excess is weighed by the square root of those frames: chance agreement over n frames spreads
+    as 1/sqrt(n), so a short match is not mistaken for a strong one. The best of N alignments of
+    two unrelated tracks reaches about sqrt(2 ln N) by chance, and long tracks offer more
+    alignments (a threshold on the significance alone, set on 30-60 s tracks, passes unrelated
+    pairs of 3-minute ones), so how far the best stands above that is returned too.
 
     Returns
     -------
-    score, tempo_ratio, offset_s, overlap_s
-        ``score``: mean agreement (one-hot correlation) at the best ratio and offset with at
-        least ``cfg.version_min_overlap_s`` of overlap, less the pair's median agreement over
-        all the ratios and offsets tried (what two tracks in one key and style share anywhere);
-        ``tempo_ratio``: b's tempo relative to a's; ``offset_s``: where b starts in a (a's time).
+    significance, above_chance, score, tempo_ratio, offset_s, overlap_s
+        ``significance``: the largest weighed excess (about a z-score; thresholded by
+        ``cfg.version_min_significance``); ``above_chance``: ``significance - sqrt(2 ln N)``
+        over the N alignments tried (thresholded by ``cfg.version_min_above_chance``);
+        ``score``: the excess agreement there, in
+        [0, 1]; ``tempo_ratio``: b's tempo relative to a's; ``offset_s``: where b starts in a
+        (a's time); ``overlap_s``: how long they overlap there (a's time).
     """
     frame_s = _PC_HOP / 8000.0
+    none = (0.0, -np.inf, 0.0, 1.0, 0.0, 0.0)
     if a.size < 8 or b.size < 8:
-        return 0.0, 1.0, 0.0, 0.0
+        return none
     ea = _one_hot(a)
-    best = (-np.inf, 1.0, 0.0, 0.0)
-    tried = []
+    found = []  # per ratio: agreement, both-pitched frames, ratio, lag, overlap
     lo, hi = cfg.version_tempo_range
     for ratio in np.exp(np.linspace(np.log(lo), np.log(hi), cfg.version_tempo_steps)):
         n = int(round(b.size * ratio))
         if n < 8:
             continue
-        # b stretched to a's tempo: a b at `ratio`× a's tempo lasts 1/ratio as long... resample b.
+        # b stretched to a's tempo: b at `ratio` times a's tempo lasts 1/ratio as long, so b's
+        # frame j falls on a's frame lag + j * ratio.
         idx = np.clip(np.round(np.arange(n) / ratio).astype(int), 0, b.size - 1)
         eb = _one_hot(b[idx])
         size = 1 << int(np.ceil(np.log2(a.size + n)))
-        xc = np.fft.irfft((np.fft.rfft(ea, size, axis=0) * np.conj(np.fft.rfft(eb, size, axis=0))).sum(axis=1), size)
+        # Columns 0-11 correlate the pitch classes; column 12 counts the frames both have pitched.
+        xc = np.fft.irfft(np.fft.rfft(ea, size, axis=0) * np.conj(np.fft.rfft(eb, size, axis=0)), size, axis=0)
         lags = np.r_[np.arange(a.size), np.arange(-(n - 1), 0)]
         xc = np.r_[xc[: a.size], xc[size - (n - 1):]]
+        agree, both = xc[:, :12].sum(axis=1), np.round(xc[:, 12])
         overlap = np.minimum(a.size, lags + n) - np.maximum(0, lags)
         shorter = min(a.size, n)
         ok = (overlap * frame_s >= min(cfg.version_min_overlap_s, 0.8 * shorter * frame_s)) & (
-            overlap >= cfg.version_min_coverage * shorter)
-        if not ok.any():
-            continue
-        vals = np.where(ok, xc / np.maximum(overlap, 1), -np.inf)
-        tried.append(vals[ok])
-        i = int(np.argmax(vals))
-        if vals[i] > best[0]:
-            best = (float(vals[i]), float(1.0 / ratio), float(lags[i] * frame_s), float(overlap[i] * frame_s))
-    if not tried:
-        return 0.0, 1.0, 0.0, 0.0
-    return (max(0.0, best[0] - float(np.median(np.concatenate(tried)))),) + best[1:]
+            overlap >= cfg.version_min_coverage * shorter) & (both >= _PC_MIN_BOTH)
+        if ok.any():
+            found.append((agree[ok] / both[ok], both[ok], ratio, lags[ok], overlap[ok]))
+    if not found:
+        return none
+    agreements = np.concatenate([f[0] for f in found])
+    median, chance = float(np.median(agreements)), float(np.sqrt(2.0 * np.log(max(agreements.size, 2))))
+    best = none
+    for agreement, both, ratio, lags, overlap in found:
+        weighed = (agreement - median) * np.sqrt(both)
+        i = int(np.argmax(weighed))
+        if weighed[i] > best[0]:
+            best = (float(weighed[i]), float(weighed[i]) - chance, float(max(0.0, agreement[i] - median)), float(ratio),
+                    float(lags[i] * frame_s), float(overlap[i] * frame_s))
+    return best
 
 
 def _one_hot(seq: np.ndarray) -> np.ndarray:
-    """[n, 12] one-hot, centred so that chance agreement scores 0 (no-pitch frames are zero)."""
-    out = np.zeros((seq.size, 12), np.float32)
+    """[n, 13]: one-hot pitch class, centred so that chance agreement scores 0 (no-pitch frames
+    are zero), and in column 12 whether the frame is pitched (1) or not (0)."""
+    out = np.zeros((seq.size, 13), np.float32)
     has = seq < 12
     out[np.flatnonzero(has), seq[has]] = 1.0
-    out[has] -= 1.0 / 12.0
-    return out * np.sqrt(12.0 / 11.0)
+    out[has, :12] -= 1.0 / 12.0
+    out[:, :12] *= np.sqrt(12.0 / 11.0)
+    out[:, 12] = has
+    return out
 
 
 # --------------------------------------------------------------------------- pairing
@@ -372,14 +435,16 @@ def find_pairs(index: FingerprintIndex, pitch: Mapping[str, np.ndarray], *, new_
                 key = (min(tid, other), max(tid, other))
                 if key in found:
                     continue  # a duplicate is never also a version
-                score, ratio, offset, overlap = version_score(oseq, seq, cfg)
-                if score >= cfg.version_min_score:
+                significance, above_chance, score, ratio, offset, overlap = version_score(oseq, seq, cfg)
+                if significance >= cfg.version_min_significance and above_chance >= cfg.version_min_above_chance:
                     a, b = key
-                    if a != other:  # report b's start inside a
-                        ratio, offset = 1.0 / ratio, -offset
-                    shorter = min(oseq.size, seq.size) * _PC_HOP / 8000.0
-                    found[key] = DuplicatePair(a, b, "version", score, min(1.0, overlap / max(shorter, 1e-9)),
-                                               offset, ({"tempo_ratio": round(ratio, 4), "overlap_s": round(overlap, 1)},))
+                    shorter = min(oseq.size, seq.size * ratio) * _PC_HOP / 8000.0  # other's time
+                    coverage = min(1.0, overlap / max(shorter, 1e-9))
+                    if a != other:  # report b's start inside a, in a's time (a is this track)
+                        ratio, offset, overlap = 1.0 / ratio, -offset / ratio, overlap / ratio
+                    found[key] = DuplicatePair(a, b, "version", score, coverage, offset, (
+                        {"tempo_ratio": round(ratio, 4), "overlap_s": round(overlap, 1),
+                         "significance": round(significance, 2), "above_chance": round(above_chance, 2)},))
             done.add(tid)
     return sorted(found.values(), key=lambda p: (KINDS.index(p.kind), -p.score, p.track_a, p.track_b))
 
