@@ -62,14 +62,14 @@ def decode_parallel(files: list[str], sr: int, processes: int) -> float:
 
 def embedder_overrides(name: str, size: str, root: Path, *, given: bool) -> list[str]:
     """``--set`` values that load ``name``: random weights saved once under ``root/size``."""
+    out = [f"embedder.name={name.split('-')[0]}"]  # clap-laion and clap-transformers are both `clap`
     if name == "mel" or given:
-        return [f"embedder.name={name.split('-')[0]}"]
+        return out
     marker = root / size / f"{name}.done"
     if not marker.exists():
         save_models(root / size, size, names=(name,))
         marker.touch()
-    path = root / size / name
-    out = [f"embedder.name={name.split('-')[0]}", f"embedder.weights_path={path}"]
+    out.append(f"embedder.weights_path={root / size / name}")
     if name == "clap-laion":
         out.append(f"embedder.options.amodel={'HTSAT-tiny' if size == 'tiny' else 'HTSAT-base'}")
     return out
@@ -107,7 +107,7 @@ def main(argv=None) -> int:
     sr = embedder.sample_rate_hz
 
     t0 = time.perf_counter()
-    audio_s = sum(load_audio(f, sr).shape[0] / sr for f in files)
+    audio_s = _decode_seconds(files, sr)
     decode_s = time.perf_counter() - t0
     decode_par_s = decode_parallel(files, sr, args.cores)
 

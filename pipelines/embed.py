@@ -4,7 +4,8 @@ Runs :func:`soundalike.extract.extract_tracks` — :func:`~soundalike.extract.ex
 function the query model uses, over a partition's files — inside ``mapInPandas``: the embedder
 is built once per Python worker and reused across batches, each track is decoded once, and its
 clips are embedded in batches of ``embedder.batch_size``. On CUDA, ``embedder.decode_workers``
-threads decode the next files while the GPU embeds, and batches span files. Results go to ``clips`` and ``embeddings`` by MERGE on their natural keys.
+threads decode the next files while the GPU embeds, and batches span files. Results go to
+``clips`` and ``embeddings`` by MERGE on their natural keys.
 
 A track is work when it lacks clips for the current clip policy or embeddings for the current
 embedder ``name@version``; a track whose file failed this stage is skipped until the file
