@@ -240,3 +240,28 @@ def test_a_spectrogram_of_other_frames_is_a_parameter_error(claps):
     wrong = stft_power(torch.from_numpy(claps[:1]), n_fft=1024, hop_length=512)
     with pytest.raises(ParameterError, match="power must be stft_power\\(clips, n_fft=2048, hop_length=1024\\)"):
         clip_flags(claps[:1], SR, power=wrong, **THRESHOLDS)
+
+
+@pytest.mark.parametrize("shared", [False, True], ids=["own-stft", "shared-stft"])
+def test_decisive_only_skips_tonality_but_keeps_every_flag(music, claps, shared):
+    """What extract_track asks for: tonality only where it decides is_noise, the same flags.
+
+    More clips than one chunk of the own-STFT path, so the chunks' offsets are exercised, with
+    silent, applause and music clips after the first chunk.
+    """
+    clips = np.concatenate([music[0], claps, np.zeros((2, music[0].shape[1]), np.float32), music[0], claps])
+    assert len(clips) > 32
+    power = None
+    if shared:
+        n_fft, hop = analysis_frame(SR)
+        power = stft_power(torch.from_numpy(clips), n_fft=n_fft, hop_length=hop)
+    full = clip_flags(clips, SR, power=power, **THRESHOLDS)
+    lazy = clip_flags(clips, SR, power=power, decisive_only=True, **THRESHOLDS)
+    for field in ("rms_db", "flatness", "is_silent", "is_noise"):
+        np.testing.assert_array_equal(getattr(lazy, field), getattr(full, field))
+    decisive = ~full.is_silent & (full.flatness > THRESHOLDS["noise_flatness"])
+    # Applause is decisive (and flagged); silence and most music are not.
+    assert decisive[len(music[0]) : len(music[0]) + len(claps)].all() and decisive[-len(claps):].all()
+    assert not decisive.all() and full.is_silent.sum() == 2
+    np.testing.assert_array_equal(np.isnan(lazy.tonality), ~decisive)
+    np.testing.assert_array_equal(lazy.tonality[decisive], full.tonality[decisive])

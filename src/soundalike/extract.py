@@ -150,7 +150,7 @@ def _check_args(embedder: Embedder, clips_cfg: ClipsConfig, batch_size: int) -> 
 def _flags(audio: np.ndarray, sr: int, cfg: ClipsConfig, real: np.ndarray, power: torch.Tensor | None):
     return clip_flags(
         audio, sr, silence_rms_db=cfg.silence_rms_db, noise_flatness=cfg.noise_flatness,
-        noise_tonality_max=cfg.noise_tonality_max, real_samples=real, power=power,
+        noise_tonality_max=cfg.noise_tonality_max, real_samples=real, power=power, decisive_only=True,
     )
 
 

@@ -118,6 +118,7 @@ def clip_flags(
     noise_tonality_max: float,
     real_samples: np.ndarray | None = None,
     power: torch.Tensor | None = None,
+    decisive_only: bool = False,
 ) -> ClipFlags:
     """Measure and flag a batch of clips.
 
@@ -140,6 +141,10 @@ def clip_flags(
         The clips' power spectrogram, ``features.stft_power(clips, n_fft=n_fft,
         hop_length=hop_length)`` with :func:`analysis_frame`'s ``(n_fft, hop_length)`` (clips
         of at least ``n_fft`` samples); computed here when not given.
+    decisive_only : bool
+        Measure tonality only where it decides ``is_noise`` -- clips that are neither silent nor
+        below ``noise_flatness`` -- and leave it NaN elsewhere. The flags are the same; most
+        music clips then skip the peak search, about half the measures' cost.
 
     Returns
     -------
@@ -183,11 +188,20 @@ def clip_flags(
 
     clips = np.ascontiguousarray(clips, dtype=np.float32)
     rms_db = _rms_db(clips, real)
+    audible_level = torch.from_numpy(rms_db >= silence_rms_db)
+
+    def tonal_rows(first: int, flatness: torch.Tensor) -> torch.Tensor | None:
+        """Which clips of the chunk starting at ``first`` need their tonality (None: all)."""
+        if not decisive_only:
+            return None
+        return audible_level[first : first + flatness.shape[0]].to(flatness.device) & (flatness > noise_flatness)
+
     parts = []
     with torch.inference_mode():
         if power is not None:
             # Measured where the spectrogram lies (the embed batch's GPU, when there is one).
-            parts.append(_spectral_measures(power.float(), torch.from_numpy(real), sr, n_fft, samples))
+            parts.append(_spectral_measures(power.float(), torch.from_numpy(real), sr, n_fft, samples,
+                                            tonal_rows=lambda flat: tonal_rows(0, flat)))
         else:
             padded = max(samples, n_fft)  # a clip shorter than one window is zero-padded to one
             for a in range(0, n, _CHUNK_CLIPS):  # bounded memory: the spectra are ~10x the audio
@@ -196,7 +210,8 @@ def clip_flags(
                     x = torch.nn.functional.pad(x, (0, padded - samples))
                 spec = stft_power(x, n_fft=n_fft, hop_length=hop)
                 real_t = torch.from_numpy(real[a : a + _CHUNK_CLIPS])
-                parts.append(_spectral_measures(spec, real_t, sr, n_fft, padded))
+                parts.append(_spectral_measures(spec, real_t, sr, n_fft, padded,
+                                                tonal_rows=lambda flat, a=a: tonal_rows(a, flat)))
     flatness, tonality = (torch.cat(p).cpu().numpy().astype(np.float32) for p in zip(*parts))
     is_silent = rms_db < silence_rms_db
     is_noise = ~is_silent & (flatness > noise_flatness) & (tonality < noise_tonality_max)
@@ -211,12 +226,13 @@ def _rms_db(clips: np.ndarray, real: np.ndarray) -> np.ndarray:
 
 
 def _spectral_measures(
-    power: torch.Tensor, real: torch.Tensor, sr: int, n_fft: int, samples: int
+    power: torch.Tensor, real: torch.Tensor, sr: int, n_fft: int, samples: int, *, tonal_rows=None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Median flatness [n] and tonal-frame fraction [n] over the audible frames of real audio.
 
     ``power`` [n, frames, bins] is :func:`~soundalike.features.stft_power` of clips of
-    ``samples`` samples (at least ``n_fft``) with a hop of ``n_fft // 2``.
+    ``samples`` samples (at least ``n_fft``) with a hop of ``n_fft // 2``. ``tonal_rows(flatness)``
+    may name (bool [n]) the clips whose tonality is wanted; the others get NaN.
     """
     hop = n_fft // 2
     # Centred frame t spans samples [(t - 1) * hop, (t + 1) * hop): frames 1..inner lie wholly
@@ -246,8 +262,14 @@ def _spectral_measures(
     flat = torch.where(audible, flat, torch.full((), float("nan")))
     flatness = torch.nan_to_num(torch.nanmedian(flat, dim=1).values, nan=0.0)
 
-    tonal = _tonal_frames(power, freqs, n_fft, sr) & audible  # freqs stay on the CPU: only bin ranges
-    tonality = tonal.sum(dim=1).float() / n_audible
+    rows = None if tonal_rows is None else tonal_rows(flatness)
+    if rows is None:
+        tonal = _tonal_frames(power, freqs, n_fft, sr) & audible  # freqs stay on the CPU: only bin ranges
+        return flatness, tonal.sum(dim=1).float() / n_audible
+    tonality = torch.full((n,), float("nan"), device=device)
+    if bool(rows.any()):
+        tonal = _tonal_frames(power[rows], freqs, n_fft, sr) & audible[rows]
+        tonality[rows] = tonal.sum(dim=1).float() / n_audible[rows]
     return flatness, tonality
 
 
