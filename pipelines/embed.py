@@ -1,7 +1,7 @@
 """Embed stage: cut every track that lacks them into clips, flag them, embed them.
 
 Runs :func:`soundalike.extract.extract_tracks` — :func:`~soundalike.extract.extract_track`, the
-function the query model uses, over a partition's files — inside ``mapInPandas``: the embedder
+function the query model uses, over a partition's files — inside ``mapInArrow``: the embedder
 is built once per Python worker and reused across batches, each track is decoded once, and its
 clips are embedded in batches of ``embedder.batch_size``. On CUDA, ``embedder.decode_workers``
 threads decode the next files while the GPU embeds, and batches span files. Results go to
@@ -22,10 +22,11 @@ from dataclasses import dataclass, field
 from typing import Sequence
 
 import numpy as np
-import pandas as pd
+import pyarrow as pa
 from pyspark.sql import SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
+from pyspark.sql.pandas.types import to_arrow_schema
 
 from soundalike.config import Config, config_from_dict, config_to_dict
 from soundalike.embedders import Embedder, create_embedder
@@ -52,6 +53,8 @@ _OUT = T.StructType(
     ]
 )
 
+_OUT_ARROW = to_arrow_schema(_OUT)
+
 # One embedder per Python worker process, keyed by the config that built it.
 _WORKER_EMBEDDERS: dict[str, Embedder] = {}
 
@@ -69,8 +72,12 @@ def worker_embedder(cfg: Config) -> Embedder:
     return _WORKER_EMBEDDERS[key]
 
 
+#: Clip rows per Arrow batch handed back to Spark (a few hundred kB of vectors).
+_ROWS_PER_BATCH = 1024
+
+
 def _embed_batches(cfg_dict: dict):
-    columns = [f.name for f in _OUT.fields]
+    """The ``mapInArrow`` function: Arrow batches of (track_id, path) in, ``_OUT`` rows out."""
 
     def embed(batches):
         cfg = config_from_dict(cfg_dict)
@@ -79,47 +86,74 @@ def _embed_batches(cfg_dict: dict):
         # one-task-per-core is the parallelism and each task decodes in turn.
         workers = cfg.embedder.decode_workers if getattr(embedder, "device", None) is not None \
             and embedder.device.type == "cuda" else 0
-        for pdf in batches:
-            ids, paths = list(pdf["track_id"]), list(pdf["path"])
+        rows = _ClipRows(embedder.dim)
+        for batch in batches:
+            ids, paths = batch.column("track_id").to_pylist(), batch.column("path").to_pylist()
             results = extract_tracks(paths, embedder, cfg.clips, batch_size=cfg.embedder.batch_size,
                                      decode_workers=workers, time_limit_s=cfg.catalogue.decode_timeout_s)
             for i, clips in results:
                 track_id, path = ids[i], paths[i]
                 if isinstance(clips, SoundalikeError):
-                    yield _error_row(columns, track_id, path, type(clips).__name__, str(clips))
-                    continue
-                if isinstance(clips, Exception):  # a bad file must never stop the job
-                    yield _error_row(columns, track_id, path, type(clips).__name__,
-                                     f"unexpected error embedding {path}: {clips}")
-                    continue
-                if len(clips) == 0:
-                    yield _error_row(columns, track_id, path, "TooShort",
-                                     f"{path}: {clips.duration_s:.2f} s of audio is shorter than clips.min_tail_s={cfg.clips.min_tail_s}")
-                    continue
-                yield pd.DataFrame(
-                    {
-                        "track_id": track_id,
-                        "path": path,
-                        "clip_idx": np.arange(len(clips), dtype=np.int32),
-                        "start_s": clips.start_s,
-                        "end_s": clips.end_s,
-                        "rms_db": clips.rms_db.astype(np.float32),
-                        "is_silent": clips.is_silent,
-                        "is_noise": clips.is_noise,
-                        "vector": list(clips.vectors),
-                        "error_class": None,
-                        "message": None,
-                    },
-                    columns=columns,
-                )
+                    yield _error_batch(track_id, path, type(clips).__name__, str(clips))
+                elif isinstance(clips, Exception):  # a bad file must never stop the job
+                    yield _error_batch(track_id, path, type(clips).__name__,
+                                       f"unexpected error embedding {path}: {clips}")
+                elif len(clips) == 0:
+                    yield _error_batch(track_id, path, "TooShort",
+                                       f"{path}: {clips.duration_s:.2f} s of audio is shorter than clips.min_tail_s={cfg.clips.min_tail_s}")
+                else:
+                    rows.add(track_id, path, clips)
+                    if rows.n >= _ROWS_PER_BATCH:
+                        yield rows.take()
+        if rows.n:
+            yield rows.take()
 
     return embed
 
 
-def _error_row(columns, track_id, path, error_class, message) -> pd.DataFrame:
-    row = dict.fromkeys(columns)
-    row.update(track_id=track_id, path=path, clip_idx=-1, error_class=error_class, message=message)
-    return pd.DataFrame([row], columns=columns).astype({"clip_idx": np.int32})
+class _ClipRows:
+    """Clip rows of finished tracks, turned into one Arrow batch of ``_OUT`` without pandas.
+
+    The vectors go to Arrow as one flat float32 buffer with list offsets, not one Python object
+    per clip: building the batch costs a copy of the numbers, not a conversion per row.
+    """
+
+    def __init__(self, dim: int):
+        self.dim = dim
+        self._parts: list = []
+        self.n = 0
+
+    def add(self, track_id: str, path: str, clips) -> None:
+        self._parts.append((track_id, path, clips))
+        self.n += len(clips)
+
+    def take(self) -> pa.RecordBatch:
+        parts, n = self._parts, self.n
+        self._parts, self.n = [], 0
+        counts = [len(c) for _, _, c in parts]
+        vectors = np.concatenate([np.asarray(c.vectors, dtype=np.float32).reshape(-1, self.dim) for _, _, c in parts])
+        offsets = np.arange(0, (n + 1) * self.dim, self.dim, dtype=np.int32)
+        columns = [
+            pa.array([t for (t, _, _), k in zip(parts, counts) for _ in range(k)], pa.string()),
+            pa.array([p for (_, p, _), k in zip(parts, counts) for _ in range(k)], pa.string()),
+            pa.array(np.concatenate([np.arange(k, dtype=np.int32) for k in counts])),
+            pa.array(np.concatenate([c.start_s for _, _, c in parts]).astype(np.float64)),
+            pa.array(np.concatenate([c.end_s for _, _, c in parts]).astype(np.float64)),
+            pa.array(np.concatenate([c.rms_db for _, _, c in parts]).astype(np.float32)),
+            pa.array(np.concatenate([c.is_silent for _, _, c in parts]).astype(bool)),
+            pa.array(np.concatenate([c.is_noise for _, _, c in parts]).astype(bool)),
+            pa.ListArray.from_arrays(pa.array(offsets), pa.array(vectors.reshape(-1))),
+            pa.nulls(n, pa.string()),
+            pa.nulls(n, pa.string()),
+        ]
+        return pa.RecordBatch.from_arrays(columns, schema=_OUT_ARROW)
+
+
+def _error_batch(track_id: str, path: str, error_class: str, message: str) -> pa.RecordBatch:
+    """One ``_OUT`` row recording that ``path`` failed: clip_idx -1 and no clip columns."""
+    values = {f.name: None for f in _OUT.fields}
+    values.update(track_id=track_id, path=path, clip_idx=-1, error_class=error_class, message=message)
+    return pa.RecordBatch.from_pylist([values], schema=_OUT_ARROW)
 
 
 @dataclass
@@ -223,7 +257,7 @@ def run_embed(cfg: Config, spark: SparkSession | None = None) -> EmbedSummary:
     # Checkpointed: every clip is computed once, and the writes below cannot re-trigger it.
     out = (
         todo.repartition(partitions, "part").drop("part")
-        .mapInPandas(_embed_batches(config_to_dict(cfg)), _OUT)
+        .mapInArrow(_embed_batches(config_to_dict(cfg)), _OUT)
         .localCheckpoint(eager=True)
     )
     good = out.where(F.col("error_class").isNull())

@@ -210,3 +210,46 @@ def test_embed_summary_reports_its_phases(first_run):
     assert set(phases) == {"plan", "compute", "write"}
     assert all(v >= 0 for v in phases.values())
     assert sum(phases.values()) <= summary["embed"]["seconds"] + 0.05
+
+
+def test_embed_batches_are_extract_tracks_rows_row_by_row(catalogue, tmp_path, monkeypatch):
+    """The mapInArrow function alone (no Spark): Arrow rows equal extract_track's, per clip.
+
+    Small output batches, so rows of several tracks are split across batches; a bad file and a
+    too-short one become error rows between good tracks.
+    """
+    import pyarrow as pa
+
+    from soundalike.config import config_to_dict
+    from soundalike.embedders import create_embedder
+    from soundalike.extract import extract_track
+    from soundalike_pipelines import embed as embed_stage
+
+    monkeypatch.setattr(embed_stage, "_ROWS_PER_BATCH", 3)
+    cfg = make_cfg(tmp_path / "work", catalogue, "pipe_rows")
+    good = sorted(str(p) for p in catalogue.glob("track_*"))[:3]
+    short = tmp_path / "blip.wav"
+    sf.write(short, synthesize_track("ambient_pad", duration_s=1.0, sample_rate_hz=22050, seed=1), 22050)
+    paths = [good[0], str(catalogue / "shopping_list.mp3"), good[1], str(short), good[2]]
+    ids = [f"id{i}" for i in range(len(paths))]
+    batch = pa.RecordBatch.from_pydict({"track_id": ids, "path": paths})
+    batches = list(embed_stage._embed_batches(config_to_dict(cfg))(iter([batch])))
+    out = pa.Table.from_batches(batches)
+    assert out.schema == embed_stage._OUT_ARROW
+    assert len(batches) >= 4  # two error rows, and the good rows in at least two batches
+    rows = out.to_pylist()
+    errors = {r["track_id"]: r for r in rows if r["error_class"] is not None}
+    assert set(errors) == {"id1", "id3"} and errors["id3"]["error_class"] == "TooShort"
+    assert all(r["clip_idx"] == -1 and r["vector"] is None for r in errors.values())
+    embedder = create_embedder(cfg.embedder, clip_s=cfg.clips.clip_s)
+    for track_id, path in [("id0", good[0]), ("id2", good[1]), ("id4", good[2])]:
+        mine = sorted((r for r in rows if r["track_id"] == track_id), key=lambda r: r["clip_idx"])
+        core = extract_track(path, embedder, cfg.clips, batch_size=cfg.embedder.batch_size)
+        assert [r["clip_idx"] for r in mine] == list(range(len(core))) and len(core) >= 1
+        assert all(r["path"] == path for r in mine)
+        np.testing.assert_allclose([r["vector"] for r in mine], core.vectors, atol=1e-5)
+        np.testing.assert_allclose([r["start_s"] for r in mine], core.start_s)
+        np.testing.assert_allclose([r["end_s"] for r in mine], core.end_s)
+        np.testing.assert_allclose([r["rms_db"] for r in mine], core.rms_db, atol=1e-4)
+        assert [r["is_silent"] for r in mine] == list(core.is_silent)
+        assert [r["is_noise"] for r in mine] == list(core.is_noise)
