@@ -21,6 +21,14 @@ def test_stereo_wav_is_averaged_to_mono_and_resampled(write_audio):
     assert abs(resampled.shape[0] - 3.0 * 22050) <= 2
 
 
+@pytest.mark.parametrize("channels", [1, 2, 6])
+def test_multichannel_files_mix_down_to_exactly_the_channels_mean(write_audio, channels):
+    sr = 16000
+    data = np.stack([melody(sr, 2.0, seed=s) * (0.2 + 0.15 * s) for s in range(channels)], axis=1)
+    path = write_audio(f"ch{channels}.wav", data, sr, subtype="FLOAT")
+    np.testing.assert_array_equal(load_audio(path, sr), data.astype(np.float32).mean(axis=1, dtype=np.float32))
+
+
 def test_bytes_and_path_decode_identically(write_audio):
     path = write_audio("a.flac", melody(32000, 2.0), 32000)
     np.testing.assert_array_equal(load_audio(path, 16000), load_audio(path.read_bytes(), 16000))

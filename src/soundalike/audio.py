@@ -158,12 +158,26 @@ def load_audio(
     if data.size == 0:
         where = f" after offset {offset_s:g} s" if offset_s else ""
         raise AudioDecodeError(describe_source(source), f"no audio samples{where}")
-    wave = data.mean(axis=1, dtype=np.float32) if data.ndim == 2 else data.astype(np.float32)
+    wave = _downmix(data) if data.ndim == 2 else data.astype(np.float32)
     if not np.all(np.isfinite(wave)):
         raise AudioDecodeError(describe_source(source), "decoded samples contain NaN or infinity")
     if native_sr != sr:
         wave = soxr.resample(wave, native_sr, sr, quality="HQ").astype(np.float32, copy=False)
     return np.ascontiguousarray(wave)
+
+
+def _downmix(data: np.ndarray) -> np.ndarray:
+    """Mono float32 [n] from [n, channels]: the channels' mean.
+
+    The values of ``data.mean(axis=1, dtype=np.float32)``, summed channel by channel: a mean
+    over a 2-wide axis walks the interleaved samples one row at a time, about 10 times slower.
+    """
+    out = data[:, 0].astype(np.float32)  # a copy, in the order the sums need
+    for c in range(1, data.shape[1]):
+        out += data[:, c]
+    if data.shape[1] > 1:
+        out /= np.float32(data.shape[1])
+    return out
 
 
 # --------------------------------------------------------------------------- libsndfile path
