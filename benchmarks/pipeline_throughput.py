@@ -13,7 +13,7 @@ Measures, on the same files:
            processes at once (the cores the Spark stage gets), so the per-core baseline carries
            the same contention (shared caches, memory bandwidth, clock) as the pipeline
   core     extract_track (decode, chunk, flags, mel embed), one process, one thread
-  spark    the embed stage (mapInPandas into Delta) with local[cores], and the whole
+  spark    the embed stage (mapInArrow into Delta) with local[cores], and the whole
            ingest + embed run including the Spark session start
 Throughput is "x real time per core": seconds of audio processed per second of one core.
 """
