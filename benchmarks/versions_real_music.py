@@ -1,4 +1,4 @@
-"""False versions on real music: every pair of real recordings scored by ``version_score`` (issue #12).
+"""False versions on real music: every pair of real recordings scored as ``find_pairs`` does (issue #12).
 
     .venv/bin/python benchmarks/versions_real_music.py [ROOT ...] [--min-duration 20] [--workdir work/bench_versions_real]
 
@@ -7,9 +7,10 @@ version thresholds here is mostly false. ROOT defaults to ``/usr/share/games`` (
 soundtracks of the Debian packages ``supertux-data`` and ``hedgewars-data``; not in the
 repository). Every distinct ``.ogg``/``.flac``/``.wav``/``.mp3`` file (by content hash) of at
 least ``--min-duration`` seconds is decoded at 8 kHz and its pitch sequence taken (cached under
-``--workdir`` per ``PITCH_REVISION``); then every pair is scored with ``version_score`` alone
-(without ``find_pairs``' pitch-profile pre-filter, so this is the worst case). Printed: the pairs
-that pass the significance threshold alone and those that pass the defaults (significance and
+``--workdir`` per ``PITCH_REVISION``); then every pair is scored with
+``symmetric_version_score`` (``version_score`` both ways, the weaker counts) alone, without
+``find_pairs``' pitch-profile pre-filter, so this is the worst case. Printed: the pairs that pass
+the significance threshold alone and those that pass the defaults (significance and
 above-chance), with tempo ratio and offset, so they can be checked by ear, and the costs.
 """
 
@@ -27,7 +28,7 @@ import soundfile as sf
 
 from soundalike.audio import load_audio
 from soundalike.config import DuplicatesConfig
-from soundalike.duplicates import PITCH_REVISION, pitch_sequence, version_score
+from soundalike.duplicates import PITCH_REVISION, pitch_sequence, symmetric_version_score
 
 SUFFIXES = {".ogg", ".flac", ".wav", ".mp3"}
 
@@ -71,7 +72,7 @@ def main(argv=None) -> int:
     t0 = time.perf_counter()
     rows = []
     for a, b in itertools.combinations(sorted(seqs), 2):
-        sig, above, score, ratio, offset, overlap = version_score(seqs[a], seqs[b], cfg)
+        sig, above, score, ratio, offset, overlap = symmetric_version_score(seqs[a], seqs[b], cfg)
         rows.append((sig, above, ratio, offset, a, b))
     pairs_s = time.perf_counter() - t0
     root = Path(args.roots[0])
@@ -91,7 +92,7 @@ def main(argv=None) -> int:
     print(f"highest above_chance of a pair not passing: {nxt:.2f}")
     if made:
         print(f"pitch sequence: {1000 * pitch_s / made:.0f} ms a track ({made} made, the rest cached)")
-    print(f"version_score: {1000 * pairs_s / len(rows):.1f} ms a pair")
+    print(f"symmetric_version_score: {1000 * pairs_s / len(rows):.1f} ms a pair (both ways)")
     return 0
 
 

@@ -284,6 +284,24 @@ def version_score(a: np.ndarray, b: np.ndarray, cfg: DuplicatesConfig) -> tuple[
     return best
 
 
+def symmetric_version_score(a: np.ndarray, b: np.ndarray, cfg: DuplicatesConfig, *,
+                            lazy: bool = False) -> tuple[float, float, float, float, float, float]:
+    """:func:`version_score` both ways: the weaker significance, above_chance and score, a's alignment.
+
+    :func:`version_score` stretches ``b`` to each tempo ratio (to the nearest frame) and slides
+    it along ``a``, so swapping the two gives other alignments and other chance maxima: on
+    real music the above-chance value of one pair differs by up to 0.6 between the two ways, and
+    which way a pair is scored in :func:`find_pairs` depends on which track is new. A version
+    must agree both ways. With ``lazy`` the reverse is only scored when ``a``'s way passes
+    ``cfg``'s thresholds (the result passes exactly when the full one does).
+    """
+    fwd = version_score(a, b, cfg)
+    if lazy and not (fwd[0] >= cfg.version_min_significance and fwd[1] >= cfg.version_min_above_chance):
+        return fwd
+    rev = version_score(b, a, cfg)
+    return (min(fwd[0], rev[0]), min(fwd[1], rev[1]), min(fwd[2], rev[2])) + fwd[3:]
+
+
 def _one_hot(seq: np.ndarray) -> np.ndarray:
     """[n, 13]: one-hot pitch class, centred so that chance agreement scores 0 (no-pitch frames
     are zero), and in column 12 whether the frame is pitched (1) or not (0)."""
@@ -461,7 +479,8 @@ def find_pairs(index: FingerprintIndex, pitch: Mapping[str, np.ndarray], *, new_
                 key = (min(tid, other), max(tid, other))
                 if key in found:
                     continue  # a duplicate is never also a version
-                significance, above_chance, score, ratio, offset, overlap = version_score(oseq, seq, cfg)
+                significance, above_chance, score, ratio, offset, overlap = symmetric_version_score(
+                    oseq, seq, cfg, lazy=True)
                 if significance >= cfg.version_min_significance and above_chance >= cfg.version_min_above_chance:
                     a, b = key
                     shorter = min(oseq.size, seq.size * ratio) * _PC_HOP / 8000.0  # other's time
