@@ -168,7 +168,7 @@ def pitch_sequence(wave: np.ndarray, sr: int) -> np.ndarray:
 
 
 def _hold_notes(pc: np.ndarray, clear: np.ndarray, band_level: np.ndarray) -> np.ndarray:
-    """``pc`` [frames] where ``clear``, else the pitch class of the last clear frame while its note decays; 12 elsewhere.
+    """``pc`` [frames] where ``clear``; after a clear frame, its pitch class while its note decays; else 12.
 
     A plucked or struck note (guitar, mandolin, piano, marimba) stands out of the accompaniment
     only at its attack: a frame or two later it is too weak for the foreground mask, yet it still
@@ -290,7 +290,7 @@ def symmetric_version_score(a: np.ndarray, b: np.ndarray, cfg: DuplicatesConfig,
 
     :func:`version_score` stretches ``b`` to each tempo ratio (to the nearest frame) and slides
     it along ``a``, so swapping the two gives other alignments and other chance maxima: on
-    real music the above-chance value of one pair differs by up to 0.6 between the two ways, and
+    real music the above-chance value of one pair differed by 0.65 between the two ways, and
     which way a pair is scored in :func:`find_pairs` depends on which track is new. A version
     must agree both ways. With ``lazy`` the reverse is only scored when ``a``'s way passes
     ``cfg``'s thresholds (the result passes exactly when the full one does).
