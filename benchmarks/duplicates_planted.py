@@ -11,8 +11,8 @@ sidecar (``planted``, ``motif_id``), which the pairing never sees. Per catalogue
 - planted duplicates found with their kind (and, for ``contained``, the offset within 0.5 s);
 - false duplicates (a ``re-encode``/``contained`` pair that was not planted);
 - alternate-take pairs (same ``motif_id``) found as ``version`` / planted, with their
-  significance/above_chance (``version_score``; thresholds ``version_min_significance``,
-  ``version_min_above_chance``);
+  significance/above_chance (``symmetric_version_score``: both ways, the weaker; thresholds
+  ``version_min_significance``, ``version_min_above_chance``);
 - unrelated pairs reported as ``version``, and the highest significance and above_chance of any
   unrelated pair (the margins under the thresholds);
 - per-track cost: pitch sequence (``pitch ms``) and ``find_pairs`` over the catalogue divided by
@@ -33,7 +33,7 @@ import numpy as np
 
 from soundalike.audio import load_audio
 from soundalike.config import DuplicatesConfig, FingerprintConfig
-from soundalike.duplicates import find_pairs, pitch_sequence, version_score
+from soundalike.duplicates import find_pairs, pitch_sequence, symmetric_version_score
 from soundalike.fingerprint import FingerprintIndex, fingerprint_wave
 from soundalike.sample import generate_catalogue
 
@@ -81,7 +81,7 @@ def run_catalogue(root: Path, n_tracks: int, seed: int, cfg: DuplicatesConfig) -
     style = {id_of[t.file]: t.style for t in tracks}
     versions = [p for p in pairs if p.kind == "version"]
     # The margin: the best significance of any pair that is neither a take nor a planted duplicate.
-    unrelated = [version_score(pitch[a], pitch[b], cfg)[:2] for a, b in itertools.combinations(sorted(pitch), 2)
+    unrelated = [symmetric_version_score(pitch[a], pitch[b], cfg)[:2] for a, b in itertools.combinations(sorted(pitch), 2)
                  if frozenset((a, b)) not in takes and frozenset((a, b)) not in truth]
     wrong = [p for p in versions if frozenset((p.track_a, p.track_b)) not in takes]
     return {

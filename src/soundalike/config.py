@@ -236,7 +236,8 @@ class DuplicatesConfig:
         z-score; see :func:`soundalike.duplicates.version_score`).
     version_min_above_chance : float
         ... and how far it must stand above what the best of the N alignments tried reaches by
-        chance (sqrt(2 ln N)): long tracks offer more alignments, so more chances.
+        chance (sqrt(2 ln N)): long tracks offer more alignments, so more chances. Both
+        thresholds hold both ways (:func:`soundalike.duplicates.symmetric_version_score`).
     version_min_overlap_s : float
         The agreement must hold over at least this much (or 80 % of the shorter track) ...
     version_min_coverage : float
@@ -265,7 +266,7 @@ class DuplicatesConfig:
     offset_candidates: int = 4
     versions: bool = True
     version_min_significance: float = 4.0
-    version_min_above_chance: float = 0.2
+    version_min_above_chance: float = 0.0
     version_min_overlap_s: float = 20.0
     version_min_coverage: float = 0.5
     version_candidates: int = 50

@@ -52,10 +52,13 @@ _PC_MASK_MARGIN = 8.0
 #: Frames whose foreground (250-2000 Hz) holds less than this share of the track's loud frames
 #: (95th percentile) carry no melody: 12.
 _PC_MELODY_GATE = 0.05
+#: A note's pitch class is held over the frames after it (up to 1 s) while the melody band's
+#: energy decays (rises by at most this factor from frame to frame: no new onset).
+_PC_HOLD_FRAMES, _PC_HOLD_RISE = 8, 1.05
 #: Frames both sequences must have pitched at one alignment for it to count (5 s).
 _PC_MIN_BOTH = 40
 #: Bumped whenever :func:`pitch_sequence` changes, so stored sequences are made again.
-PITCH_REVISION = 3
+PITCH_REVISION = 4
 
 
 @dataclass(frozen=True)
@@ -126,7 +129,8 @@ def pitch_sequence(wave: np.ndarray, sr: int) -> np.ndarray:
     holds the accompaniment and not the melody (chosen by the whole spectrum, the repeated melody
     picks its own repeats and masks itself out). What stands well above that median is the
     foreground; its strongest pitch class in 250-2000 Hz is the frame's pitch class. Frames whose
-    foreground is weak (between notes, accompaniment only) and silence get 12.
+    foreground is weak (between notes, accompaniment only) and silence get 12, except the decay
+    of a note after its clear attack, which keeps the attack's pitch class (:func:`_hold_notes`).
     """
     import librosa
 
@@ -143,6 +147,7 @@ def pitch_sequence(wave: np.ndarray, sr: int) -> np.ndarray:
     by = mag[bass] if (mag[bass] ** 2).sum() >= _PC_BASS_MIN_SHARE * level.sum() else mag
     by = np.log1p(by / (by.max() + 1e-12) * 1000.0) + 1e-3  # loudness-independent, never all zero
     mag = mag[band]  # only the melody's register is masked and used
+    band_level = (mag ** 2).sum(axis=0)
     if mag.shape[1] > 2 * _PC_REPEAT_WIDTH + 1:
         # Comparing every frame with every other is quadratic in length: repeats are looked for
         # within blocks of about _PC_REPEAT_BLOCK frames (a track shorter than 1.5 blocks is one).
@@ -157,8 +162,29 @@ def pitch_sequence(wave: np.ndarray, sr: int) -> np.ndarray:
     chroma = librosa.feature.chroma_stft(S=power, sr=sr, n_fft=_PC_NFFT, tuning=0.0, norm=None)  # [12, frames]
     out = chroma.argmax(axis=0).astype(np.uint8)
     foreground = power.sum(axis=0)
-    out[foreground <= _PC_MELODY_GATE * np.percentile(foreground, 95)] = 12
+    out = _hold_notes(out, foreground > _PC_MELODY_GATE * np.percentile(foreground, 95), band_level)
     out[level < level.max() * 1e-5] = 12
+    return out
+
+
+def _hold_notes(pc: np.ndarray, clear: np.ndarray, band_level: np.ndarray) -> np.ndarray:
+    """``pc`` [frames] where ``clear``; after a clear frame, its pitch class while its note decays; else 12.
+
+    A plucked or struck note (guitar, mandolin, piano, marimba) stands out of the accompaniment
+    only at its attack: a frame or two later it is too weak for the foreground mask, yet it still
+    sounds until the next onset. So after a clear frame its pitch class is carried forward, at
+    most ``_PC_HOLD_FRAMES`` frames, as long as the melody band's energy (``band_level``, the
+    unmasked 250-2000 Hz) does not rise by more than ``_PC_HOLD_RISE`` from one frame to the next:
+    any new onset (the next note, or an accompaniment chord) ends the hold.
+    """
+    frames = np.arange(pc.size)
+    last_clear = np.maximum.accumulate(np.where(clear, frames, -1))
+    rises = np.r_[True, band_level[1:] > _PC_HOLD_RISE * band_level[:-1]]
+    last_rise = np.maximum.accumulate(np.where(rises & ~clear, frames, -1))
+    held = ~clear & (last_clear >= 0) & (frames - last_clear <= _PC_HOLD_FRAMES) & (last_rise < last_clear)
+    out = np.full(pc.size, 12, np.uint8)
+    out[clear] = pc[clear]
+    out[held] = pc[last_clear[held]]
     return out
 
 
@@ -256,6 +282,24 @@ def version_score(a: np.ndarray, b: np.ndarray, cfg: DuplicatesConfig) -> tuple[
             best = (float(weighed[i]), float(weighed[i]) - chance, float(max(0.0, agreement[i] - median)), float(ratio),
                     float(lags[i] * frame_s), float(overlap[i] * frame_s))
     return best
+
+
+def symmetric_version_score(a: np.ndarray, b: np.ndarray, cfg: DuplicatesConfig, *,
+                            lazy: bool = False) -> tuple[float, float, float, float, float, float]:
+    """:func:`version_score` both ways: the weaker significance, above_chance and score, a's alignment.
+
+    :func:`version_score` stretches ``b`` to each tempo ratio (to the nearest frame) and slides
+    it along ``a``, so swapping the two gives other alignments and other chance maxima: on
+    real music the above-chance value of one pair differed by 0.65 between the two ways, and
+    which way a pair is scored in :func:`find_pairs` depends on which track is new. A version
+    must agree both ways. With ``lazy`` the reverse is only scored when ``a``'s way passes
+    ``cfg``'s thresholds (the result passes exactly when the full one does).
+    """
+    fwd = version_score(a, b, cfg)
+    if lazy and not (fwd[0] >= cfg.version_min_significance and fwd[1] >= cfg.version_min_above_chance):
+        return fwd
+    rev = version_score(b, a, cfg)
+    return (min(fwd[0], rev[0]), min(fwd[1], rev[1]), min(fwd[2], rev[2])) + fwd[3:]
 
 
 def _one_hot(seq: np.ndarray) -> np.ndarray:
@@ -435,7 +479,8 @@ def find_pairs(index: FingerprintIndex, pitch: Mapping[str, np.ndarray], *, new_
                 key = (min(tid, other), max(tid, other))
                 if key in found:
                     continue  # a duplicate is never also a version
-                significance, above_chance, score, ratio, offset, overlap = version_score(oseq, seq, cfg)
+                significance, above_chance, score, ratio, offset, overlap = symmetric_version_score(
+                    oseq, seq, cfg, lazy=True)
                 if significance >= cfg.version_min_significance and above_chance >= cfg.version_min_above_chance:
                     a, b = key
                     shorter = min(oseq.size, seq.size * ratio) * _PC_HOP / 8000.0  # other's time
