@@ -102,19 +102,28 @@ def test_different_songs_in_one_style_never_pair(tmp_path):
     assert not [p for p in pairs if p.kind == "version"], pairs  # one style's accompaniment is no melody
 
 
-def test_an_alternate_take_is_a_version_and_another_song_in_its_style_is_not(tmp_path):
-    # One melody as an ambient pad at 66 bpm and as a piano arpeggio at 76 bpm; another melody as
-    # a piano arpeggio at 76 bpm, in the same key: the same accompaniment, the same tempo.
-    melody = np.array([[0, 1], [2, 0.5], [4, 0.5], [5, 1], [4, 1], [2, 1.5], [1, 0.5], [0, 2]], float)
-    other = np.array([[4, 1.5], [3, 0.5], [1, 1], [2, 1], [6, 1], [5, 1], [4, 2]], float)
+#: A motif as (scale degree, beats) pairs, and another one in the same key.
+MELODY = np.array([[0, 1], [2, 0.5], [4, 0.5], [5, 1], [4, 1], [2, 1.5], [1, 0.5], [0, 2]], float)
+OTHER_MELODY = np.array([[4, 1.5], [3, 0.5], [1, 1], [2, 1], [6, 1], [5, 1], [4, 2]], float)
+
+
+def write_takes(tmp_path, takes) -> dict:
+    """40 s renderings in D minor of ``(name, style, seed, tempo_bpm, motif)``, as ``{name: [wav]}``."""
     paths = {}
-    for name, style, seed, tempo, motif in (("ambient_take", "ambient_pad", 1, 66.0, melody),
-                                            ("piano_take", "piano_arpeggio", 2, 76.0, melody),
-                                            ("piano_other", "piano_arpeggio", 3, 76.0, other)):
+    for name, style, seed, tempo, motif in takes:
         path = tmp_path / f"{name}.wav"
         sf.write(path, synthesize_track(style, duration_s=40.0, sample_rate_hz=22050, seed=seed, tempo_bpm=tempo,
                                         key="D minor", motif=motif), 22050)
         paths[name] = [path]
+    return paths
+
+
+def test_an_alternate_take_is_a_version_and_another_song_in_its_style_is_not(tmp_path):
+    # One melody as an ambient pad at 66 bpm and as a piano arpeggio at 76 bpm; another melody as
+    # a piano arpeggio at 76 bpm, in the same key: the same accompaniment, the same tempo.
+    paths = write_takes(tmp_path, [("ambient_take", "ambient_pad", 1, 66.0, MELODY),
+                                   ("piano_take", "piano_arpeggio", 2, 76.0, MELODY),
+                                   ("piano_other", "piano_arpeggio", 3, 76.0, OTHER_MELODY)])
     index, pitch, waves = analyse(paths)
     pairs = find_pairs(index, pitch, new_ids=list(paths), cfg=DuplicatesConfig(), load_wave=waves.__getitem__)
     assert [(p.kind, p.track_a, p.track_b) for p in pairs] == [("version", "ambient_take", "piano_take")], pairs
@@ -130,16 +139,9 @@ def test_a_plucked_lead_take_is_a_version(tmp_path):
     # marimba lead at 116 bpm; another melody on plucked strings at 100 bpm, in the same key. A
     # plucked note stands out of the accompaniment only at its attack: without holding its pitch
     # class over the decay (PITCH_REVISION 3) the take pair reached significance 3.65 (< 4).
-    melody = np.array([[0, 1], [2, 0.5], [4, 0.5], [5, 1], [4, 1], [2, 1.5], [1, 0.5], [0, 2]], float)
-    other = np.array([[4, 1.5], [3, 0.5], [1, 1], [2, 1], [6, 1], [5, 1], [4, 2]], float)
-    paths = {}
-    for name, style, seed, tempo, motif in (("plucked_take", "plucked_strings", 1, 100.0, melody),
-                                            ("marimba_take", "noisy_percussion", 11, 116.0, melody),
-                                            ("plucked_other", "plucked_strings", 21, 100.0, other)):
-        path = tmp_path / f"{name}.wav"
-        sf.write(path, synthesize_track(style, duration_s=40.0, sample_rate_hz=22050, seed=seed, tempo_bpm=tempo,
-                                        key="D minor", motif=motif), 22050)
-        paths[name] = [path]
+    paths = write_takes(tmp_path, [("plucked_take", "plucked_strings", 1, 100.0, MELODY),
+                                   ("marimba_take", "noisy_percussion", 11, 116.0, MELODY),
+                                   ("plucked_other", "plucked_strings", 21, 100.0, OTHER_MELODY)])
     index, pitch, waves = analyse(paths)
     cfg = DuplicatesConfig()
     pairs = find_pairs(index, pitch, new_ids=list(paths), cfg=cfg, load_wave=waves.__getitem__)
