@@ -4,6 +4,7 @@
                                              [--embedders mel,clap-laion,clap-transformers,wav2vec2]
                                              [--device auto] [--threads N] [--json]
                                              [--files 16] [--format flac] [--decode-workers 0,8]
+                                             [--resample-on-device]
 
 No weights are downloaded: each learned embedder is a randomly initialised model of the real
 architecture, saved in the real checkpoint format in a temporary directory and loaded through
@@ -20,7 +21,9 @@ after one warm-up batch); and, at the largest batch size, end to end over ``--fi
 120 s files at 44.1 kHz in ``--format`` (decode, resample, chunk, flags, embed) through
 :func:`soundalike.extract.extract_tracks` -- the embed stage's code -- once per
 ``--decode-workers`` value (0: each file in turn; N: N threads decode ahead while the GPU embeds),
-side by side in one run. The device (CPU model and torch threads, or the GPU's name) is reported
+side by side in one run; with ``--resample-on-device`` each run with decode threads is repeated
+with ``resample_on_device=True`` (the threads decode, the device resamples). The device (CPU
+model and torch threads, or the GPU's name) is reported
 with the results; a markdown table goes to stdout, or JSON with ``--json``.
 """
 
@@ -157,16 +160,18 @@ def make_files(root: Path, n_files: int, fmt: str) -> list[Path]:
     return files
 
 
-def bench_end_to_end(embedder, files: list[Path], batch_size: int, decode_workers: int) -> float:
+def bench_end_to_end(embedder, files: list[Path], batch_size: int, decode_workers: int,
+                     resample_on_device: bool = False) -> float:
     """clips/s of ``extract_tracks`` (decode → resample → chunk → flags → embed) over ``files``."""
     clips_cfg = ClipsConfig()
-    for _, r in extract_tracks(files[:2], embedder, clips_cfg, batch_size=batch_size, decode_workers=decode_workers):
+    kw = dict(batch_size=batch_size, decode_workers=decode_workers, resample_on_device=resample_on_device)
+    for _, r in extract_tracks(files[:2], embedder, clips_cfg, **kw):
         if isinstance(r, Exception):  # warm-up
             raise r
     _sync()
     start = time.perf_counter()
     n = 0
-    for _, r in extract_tracks(files, embedder, clips_cfg, batch_size=batch_size, decode_workers=decode_workers):
+    for _, r in extract_tracks(files, embedder, clips_cfg, **kw):
         if isinstance(r, Exception):
             raise r
         n += len(r)
@@ -185,6 +190,8 @@ def main(argv=None) -> int:
     ap.add_argument("--files", type=int, default=16, help="120 s files in the end-to-end run")
     ap.add_argument("--format", default="flac", choices=("flac", "wav", "ogg", "mp3"))
     ap.add_argument("--decode-workers", default="0,8", help="end-to-end runs, one per value")
+    ap.add_argument("--resample-on-device", action="store_true",
+                    help="repeat the runs with decode threads with embedder.resample_on_device")
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args(argv)
     if args.threads:
@@ -213,6 +220,10 @@ def main(argv=None) -> int:
             load_s = time.perf_counter() - t0
             rates = bench_embed(embedder, batch_sizes, n_clips)
             e2e = {str(w): round(bench_end_to_end(embedder, files, max(batch_sizes), w), 2) for w in workers}
+            if args.resample_on_device:
+                e2e.update({f"{w}+device_resample": round(bench_end_to_end(embedder, files, max(batch_sizes), w,
+                                                                           resample_on_device=True), 2)
+                            for w in workers if w > 0})
             rows.append({
                 "embedder": name, "key": embedder.key, "dim": embedder.dim, "sample_rate_hz": embedder.sample_rate_hz,
                 "load_s": round(load_s, 2), "clips_per_s": {str(b): round(r, 2) for b, r in rates.items()},
@@ -230,12 +241,13 @@ def main(argv=None) -> int:
         return 0
     print(f"Device: {summary['device']}; random-init models, size {args.size}; {n_clips} clips of {CLIP_S:g} s\n")
     head = " | ".join(f"batch {b}" for b in batch_sizes)
-    e2e_head = " | ".join(f"end to end, {w} decode workers" for w in workers)
+    e2e_keys = list(rows[0]["end_to_end_clips_per_s_by_decode_workers"]) if rows else []
+    e2e_head = " | ".join(f"end to end, {k} decode workers" for k in e2e_keys)
     print(f"| embedder | dim | {head} | {e2e_head} |")
-    print("| --- | --- | " + " | ".join("---" for _ in batch_sizes + workers) + " |")
+    print("| --- | --- | " + " | ".join("---" for _ in batch_sizes + e2e_keys) + " |")
     for r in rows:
         cells = " | ".join(f"{r['clips_per_s'][str(b)]:.1f}" for b in batch_sizes)
-        e2e_cells = " | ".join(f"{r['end_to_end_clips_per_s_by_decode_workers'][str(w)]:.1f}" for w in workers)
+        e2e_cells = " | ".join(f"{r['end_to_end_clips_per_s_by_decode_workers'][k]:.1f}" for k in e2e_keys)
         print(f"| {r['embedder']} | {r['dim']} | {cells} | {e2e_cells} |")
     print(f"\n(clips/s; end to end over {args.files} files of {TRACK_S:g} s, {args.format} at 44.1 kHz, "
           f"batch {max(batch_sizes)})")

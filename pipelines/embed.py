@@ -90,7 +90,8 @@ def _embed_batches(cfg_dict: dict):
         for batch in batches:
             ids, paths = batch.column("track_id").to_pylist(), batch.column("path").to_pylist()
             results = extract_tracks(paths, embedder, cfg.clips, batch_size=cfg.embedder.batch_size,
-                                     decode_workers=workers, time_limit_s=cfg.catalogue.decode_timeout_s)
+                                     decode_workers=workers, time_limit_s=cfg.catalogue.decode_timeout_s,
+                                     resample_on_device=cfg.embedder.resample_on_device)
             for i, clips in results:
                 track_id, path = ids[i], paths[i]
                 if isinstance(clips, SoundalikeError):

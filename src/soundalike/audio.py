@@ -107,6 +107,7 @@ def load_audio(
     *,
     offset_s: float = 0.0,
     duration_s: float | None = None,
+    resample=None,
 ) -> np.ndarray:
     """Decode ``source`` to a mono float32 wave at ``sr`` Hz.
 
@@ -121,6 +122,9 @@ def load_audio(
         10 s of a two-hour file costs 10 s of decoding.
     duration_s : float or None
         Read at most this many seconds; ``None`` reads to the end.
+    resample : callable or None
+        ``resample(wave, native_sr, sr) -> wave`` used instead of soxr when the rates differ
+        (:class:`soundalike.resample.DeviceResampler` on the GPU embed path).
 
     Returns
     -------
@@ -162,7 +166,10 @@ def load_audio(
     if not np.all(np.isfinite(wave)):
         raise AudioDecodeError(describe_source(source), "decoded samples contain NaN or infinity")
     if native_sr != sr:
-        wave = soxr.resample(wave, native_sr, sr, quality="HQ").astype(np.float32, copy=False)
+        if resample is not None:
+            wave = resample(wave, native_sr, sr)
+        else:
+            wave = soxr.resample(wave, native_sr, sr, quality="HQ").astype(np.float32, copy=False)
     return np.ascontiguousarray(wave)
 
 

@@ -65,6 +65,8 @@ class EmbedderConfig:
     ``decode_workers``: threads that decode and cut the next files while a GPU embedder works
     (:func:`soundalike.extract.extract_tracks`); 0 decodes each file in turn. Only used when the
     embedder runs on a GPU: on CPUs the decoding competes for the cores Spark already fills.
+    ``resample_on_device``: with those threads, resample on the GPU
+    (:class:`soundalike.resample.DeviceResampler`) instead of with soxr in the thread.
     """
 
     name: str = "mel"
@@ -73,6 +75,7 @@ class EmbedderConfig:
     weights_path: str | None = None
     options: dict = field(default_factory=dict)
     decode_workers: int = 8
+    resample_on_device: bool = False
 
     def __post_init__(self):
         if self.decode_workers < 0:

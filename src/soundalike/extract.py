@@ -40,6 +40,7 @@ from soundalike.embedders.mel import MelEmbedder
 from soundalike.errors import AudioDecodeError, ParameterError
 from soundalike.features import stft_power
 from soundalike.flags import analysis_frame, clip_flags
+from soundalike.resample import DeviceResampler
 
 
 @dataclass(frozen=True)
@@ -227,6 +228,7 @@ def extract_tracks(
     decode_workers: int = 0,
     window_s: float = 600.0,
     time_limit_s: float | None = None,
+    resample_on_device: bool = False,
 ) -> Iterator[tuple[int, "TrackClips | Exception"]]:
     """:func:`extract_track` over many files, decoding ahead while the embedder works.
 
@@ -245,6 +247,9 @@ def extract_tracks(
         covers the file's whole extraction and is enforced by ``SIGALRM`` when running in the
         main thread (Spark's Python workers do); with decode threads it bounds the wait for the
         file's decode, and a decoder that never returns is abandoned in its thread.
+    resample_on_device : bool
+        With decode threads, resample on the embedder's device
+        (:class:`~soundalike.resample.DeviceResampler`) instead of with soxr in the threads.
 
     Yields
     ------
@@ -279,6 +284,8 @@ def extract_tracks(
                 yield i, exc
         return
     batcher = _CrossTrackBatcher(embedder, clips_cfg, batch_size)
+    resample = (DeviceResampler(getattr(embedder, "device", torch.device("cpu")))
+                if resample_on_device else None)
     pending: collections.deque = collections.deque()  # (i, source, future) in input order
     done: dict[int, "TrackClips | Exception"] = {}
     order: collections.deque = collections.deque()  # indices not yet yielded
@@ -293,7 +300,7 @@ def extract_tracks(
                     return
                 i, source = nxt
                 order.append(i)
-                pending.append((i, source, pool.submit(_decode_track, source, sr, clips_cfg, window_s)))
+                pending.append((i, source, pool.submit(_decode_track, source, sr, clips_cfg, window_s, resample)))
 
         refill()
         while pending:
@@ -368,11 +375,11 @@ class _Decoded:
     duration_s: float
 
 
-def _decode_track(source: AudioSource, sr: int, cfg: ClipsConfig, window_s: float) -> _Decoded | None:
+def _decode_track(source: AudioSource, sr: int, cfg: ClipsConfig, window_s: float, resample=None) -> _Decoded | None:
     """Decode and cut one file in a worker thread; None when it is longer than ``window_s``."""
     if probe_audio(source).duration_s > window_s:
         return None
-    wave = load_audio(source, sr)
+    wave = load_audio(source, sr, resample=resample)
     clips = chunk(wave, sr, clip_s=cfg.clip_s, hop_s=cfg.hop_s, min_tail_s=cfg.min_tail_s)
     real = np.round((clips.end_s - clips.start_s) * sr).astype(np.int64)
     return _Decoded(np.ascontiguousarray(clips.audio, dtype=np.float32), clips.start_s, clips.end_s, real,
