@@ -84,7 +84,8 @@ class ClipFlags:
     flatness : np.ndarray [shape=(n,), dtype=float32]
         Median spectral flatness in [0, 1] (0 for a clip without audible frames).
     tonality : np.ndarray [shape=(n,), dtype=float32]
-        Fraction of audible frames with a clear spectral peak, in [0, 1].
+        Fraction of audible frames with a clear spectral peak, in [0, 1]; NaN where
+        ``clip_flags(decisive_only=True)`` did not need it.
     is_silent : np.ndarray [shape=(n,), dtype=bool]
     is_noise : np.ndarray [shape=(n,), dtype=bool]
     """
