@@ -86,7 +86,7 @@ def _embed_batches(cfg_dict: dict):
         # one-task-per-core is the parallelism and each task decodes in turn.
         workers = cfg.embedder.decode_workers if getattr(embedder, "device", None) is not None \
             and embedder.device.type == "cuda" else 0
-        rows = _ClipRows(embedder.dim)
+        rows = _ClipRows()
         for batch in batches:
             ids, paths = batch.column("track_id").to_pylist(), batch.column("path").to_pylist()
             results = extract_tracks(paths, embedder, cfg.clips, batch_size=cfg.embedder.batch_size,
@@ -119,8 +119,7 @@ class _ClipRows:
     per clip: building the batch costs a copy of the numbers, not a conversion per row.
     """
 
-    def __init__(self, dim: int):
-        self.dim = dim
+    def __init__(self):
         self._parts: list = []
         self.n = 0
 
@@ -132,8 +131,9 @@ class _ClipRows:
         parts, n = self._parts, self.n
         self._parts, self.n = [], 0
         counts = [len(c) for _, _, c in parts]
-        vectors = np.concatenate([np.asarray(c.vectors, dtype=np.float32).reshape(-1, self.dim) for _, _, c in parts])
-        offsets = np.arange(0, (n + 1) * self.dim, self.dim, dtype=np.int32)
+        vectors = np.concatenate([c.vectors for _, _, c in parts]).astype(np.float32, copy=False)  # [n, dim]
+        dim = vectors.shape[1]
+        offsets = np.arange(0, (n + 1) * dim, dim, dtype=np.int32)
         columns = [
             pa.array([t for (t, _, _), k in zip(parts, counts) for _ in range(k)], pa.string()),
             pa.array([p for (_, p, _), k in zip(parts, counts) for _ in range(k)], pa.string()),

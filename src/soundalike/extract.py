@@ -284,8 +284,7 @@ def extract_tracks(
                 yield i, exc
         return
     batcher = _CrossTrackBatcher(embedder, clips_cfg, batch_size)
-    resample = (DeviceResampler(getattr(embedder, "device", torch.device("cpu")))
-                if resample_on_device else None)
+    resample = DeviceResampler(batcher.device) if resample_on_device else None
     pending: collections.deque = collections.deque()  # (i, source, future) in input order
     done: dict[int, "TrackClips | Exception"] = {}
     order: collections.deque = collections.deque()  # indices not yet yielded

@@ -189,20 +189,14 @@ def clip_flags(
 
     clips = np.ascontiguousarray(clips, dtype=np.float32)
     rms_db = _rms_db(clips, real)
-    audible_level = torch.from_numpy(rms_db >= silence_rms_db)
-
-    def tonal_rows(first: int, flatness: torch.Tensor) -> torch.Tensor | None:
-        """Which clips of the chunk starting at ``first`` need their tonality (None: all)."""
-        if not decisive_only:
-            return None
-        return audible_level[first : first + flatness.shape[0]].to(flatness.device) & (flatness > noise_flatness)
-
+    # decisive_only: tonality can decide only for clips that are not silent (and flat enough).
+    loud = torch.from_numpy(rms_db >= silence_rms_db) if decisive_only else None
     parts = []
     with torch.inference_mode():
         if power is not None:
             # Measured where the spectrogram lies (the embed batch's GPU, when there is one).
             parts.append(_spectral_measures(power.float(), torch.from_numpy(real), sr, n_fft, samples,
-                                            tonal_rows=lambda flat: tonal_rows(0, flat)))
+                                            tonal_only=loud, min_flatness=noise_flatness))
         else:
             padded = max(samples, n_fft)  # a clip shorter than one window is zero-padded to one
             for a in range(0, n, _CHUNK_CLIPS):  # bounded memory: the spectra are ~10x the audio
@@ -211,8 +205,9 @@ def clip_flags(
                     x = torch.nn.functional.pad(x, (0, padded - samples))
                 spec = stft_power(x, n_fft=n_fft, hop_length=hop)
                 real_t = torch.from_numpy(real[a : a + _CHUNK_CLIPS])
-                parts.append(_spectral_measures(spec, real_t, sr, n_fft, padded,
-                                                tonal_rows=lambda flat, a=a: tonal_rows(a, flat)))
+                parts.append(_spectral_measures(
+                    spec, real_t, sr, n_fft, padded, min_flatness=noise_flatness,
+                    tonal_only=None if loud is None else loud[a : a + _CHUNK_CLIPS]))
     flatness, tonality = (torch.cat(p).cpu().numpy().astype(np.float32) for p in zip(*parts))
     is_silent = rms_db < silence_rms_db
     is_noise = ~is_silent & (flatness > noise_flatness) & (tonality < noise_tonality_max)
@@ -227,13 +222,15 @@ def _rms_db(clips: np.ndarray, real: np.ndarray) -> np.ndarray:
 
 
 def _spectral_measures(
-    power: torch.Tensor, real: torch.Tensor, sr: int, n_fft: int, samples: int, *, tonal_rows=None,
+    power: torch.Tensor, real: torch.Tensor, sr: int, n_fft: int, samples: int, *,
+    tonal_only: torch.Tensor | None = None, min_flatness: float = 0.0,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Median flatness [n] and tonal-frame fraction [n] over the audible frames of real audio.
 
     ``power`` [n, frames, bins] is :func:`~soundalike.features.stft_power` of clips of
-    ``samples`` samples (at least ``n_fft``) with a hop of ``n_fft // 2``. ``tonal_rows(flatness)``
-    may name (bool [n]) the clips whose tonality is wanted; the others get NaN.
+    ``samples`` samples (at least ``n_fft``) with a hop of ``n_fft // 2``. With ``tonal_only``
+    (bool [n]) tonality is measured only for those clips whose flatness exceeds ``min_flatness``;
+    the others get NaN.
     """
     hop = n_fft // 2
     # Centred frame t spans samples [(t - 1) * hop, (t + 1) * hop): frames 1..inner lie wholly
@@ -263,10 +260,10 @@ def _spectral_measures(
     flat = torch.where(audible, flat, torch.full((), float("nan")))
     flatness = torch.nan_to_num(torch.nanmedian(flat, dim=1).values, nan=0.0)
 
-    rows = None if tonal_rows is None else tonal_rows(flatness)
-    if rows is None:
+    if tonal_only is None:
         tonal = _tonal_frames(power, freqs, n_fft, sr) & audible  # freqs stay on the CPU: only bin ranges
         return flatness, tonal.sum(dim=1).float() / n_audible
+    rows = tonal_only.to(device) & (flatness > min_flatness)
     tonality = torch.full((n,), float("nan"), device=device)
     if bool(rows.any()):
         tonal = _tonal_frames(power[rows], freqs, n_fft, sr) & audible[rows]
