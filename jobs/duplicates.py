@@ -1,6 +1,8 @@
 """spark-submit entry point: the duplicates stage.
 
-    spark-submit jobs/duplicates.py --conf conf/local.yaml [--set key=value ...] [--json]
+    spark-submit [--packages io.delta:delta-spark_4.1_2.13:4.1.0] jobs/duplicates.py --conf conf/local.yaml [--set key=value ...] [--json]
+
+--packages: the Delta jars, needed locally (README "Run the catalogue pipeline"); clusters have them.
 """
 
 import sys

@@ -9,6 +9,7 @@ from pathlib import Path
 from pyspark.sql import SparkSession
 
 from soundalike.config import Config
+from soundalike.errors import ConfigError
 from soundalike_pipelines.schemas import TABLES, ddl
 
 
@@ -39,7 +40,45 @@ def get_spark(cfg: Config) -> SparkSession:
         builder = configure_spark_with_delta_pip(builder)
     spark = builder.getOrCreate()
     spark.sparkContext.setLogLevel("ERROR")
+    if cfg.spark.with_delta_pip:
+        _require_delta(spark)
     return spark
+
+
+def delta_packages() -> str:
+    """Maven coordinates of the Delta jars matching the installed delta-spark and pyspark.
+
+    What ``configure_spark_with_delta_pip`` adds, for ``spark-submit --packages``.
+
+    Examples
+    --------
+    >>> delta_packages()  # doctest: +SKIP
+    'io.delta:delta-spark_4.1_2.13:4.1.0'
+    """
+    from importlib.metadata import version
+
+    import pyspark
+
+    spark_major_minor = ".".join(pyspark.__version__.split(".")[:2])
+    return f"io.delta:delta-spark_{spark_major_minor}_2.13:{version('delta-spark')}"
+
+
+def _require_delta(spark: SparkSession) -> None:
+    """Fail with the fix when the driver has no Delta classes.
+
+    ``spark.jars.packages`` (what ``configure_spark_with_delta_pip`` sets) is resolved only when
+    the JVM starts; under ``spark-submit`` it has started before this code runs, so the jars
+    must come from the command line.
+    """
+    if not spark.sparkContext._jvm.org.apache.spark.util.Utils.classIsLoadable(
+        "io.delta.sql.DeltaSparkSessionExtension"
+    ):
+        raise ConfigError(
+            "the Spark driver has no Delta Lake classes: the JVM was started before this config "
+            "could add them (spark-submit). Pass them on the command line: spark-submit --packages "
+            f"{delta_packages()} --driver-java-options -XX:TieredStopAtLevel=1 jobs/<stage>.py "
+            "--conf conf/local.yaml"
+        )
 
 
 def table_location(cfg: Config, table: str) -> str | None:

@@ -253,3 +253,36 @@ def test_embed_batches_are_extract_tracks_rows_row_by_row(catalogue, tmp_path, m
         np.testing.assert_allclose([r["rms_db"] for r in mine], core.rms_db, atol=1e-4)
         assert [r["is_silent"] for r in mine] == list(core.is_silent)
         assert [r["is_noise"] for r in mine] == list(core.is_noise)
+
+
+def test_spark_submit_runs_a_job_given_the_delta_packages_and_says_so_without(catalogue, tmp_path):
+    """`spark-submit jobs/<stage>.py` as the README writes it; without --packages the driver has
+    no Delta classes (the config cannot add jars to a running JVM), and the job must say how to
+    fix it rather than fail on the first table."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    from soundalike_pipelines.session import delta_packages
+
+    root = Path(__file__).resolve().parents[1]
+    submit = Path(sys.executable).with_name("spark-submit")
+    env = {**os.environ, "PYSPARK_PYTHON": sys.executable, "PYSPARK_DRIVER_PYTHON": sys.executable}
+    job = [str(root / "jobs" / "ingest.py"), "--conf", str(CONF), "--set", f"workdir={tmp_path / 'work'}",
+           "--set", f"catalogue.path={catalogue}", "--set", "spark.master=local[2]", "--json"]
+
+    bare = subprocess.run([str(submit), *job], capture_output=True, text=True, env=env, timeout=300)
+    assert bare.returncode != 0
+    # spark-submit's PythonRunner merges the script's stderr into its stdout.
+    assert f"error: the Spark driver has no Delta Lake classes" in bare.stdout
+    assert f"--packages {delta_packages()}" in bare.stdout
+    assert not list((tmp_path / "work").rglob("*.parquet"))  # nothing written
+
+    done = subprocess.run(
+        [str(submit), "--packages", delta_packages(), "--driver-java-options", "-XX:TieredStopAtLevel=1", *job],
+        capture_output=True, text=True, env=env, timeout=300,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    summary = json.loads(done.stdout[done.stdout.index("{"):])
+    assert summary["ingest"]["upserted"] == 6 and summary["ingest"]["errors"] == 1  # the "mp3" of text
