@@ -74,10 +74,9 @@ def _require_delta(spark: SparkSession) -> None:
         "io.delta.sql.DeltaSparkSessionExtension"
     ):
         raise ConfigError(
-            "the Spark driver has no Delta Lake classes: the JVM was started before this config "
-            "could add them (spark-submit). Pass them on the command line: spark-submit --packages "
-            f"{delta_packages()} --driver-java-options -XX:TieredStopAtLevel=1 jobs/<stage>.py "
-            "--conf conf/local.yaml"
+            "the Spark driver has no Delta Lake classes: its JVM was started before this config "
+            "could add them (as under spark-submit). Pass them on the command line: spark-submit "
+            f"--packages {delta_packages()} {' '.join(sys.argv)}"
         )
 
 

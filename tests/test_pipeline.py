@@ -261,21 +261,22 @@ def test_spark_submit_runs_a_job_given_the_delta_packages_and_says_so_without(ca
     fix it rather than fail on the first table."""
     import json
     import os
+    import re
     import subprocess
     import sys
 
     from soundalike_pipelines.session import delta_packages
 
     root = Path(__file__).resolve().parents[1]
-    submit = Path(sys.executable).with_name("spark-submit")
+    submit = Path(pyspark.__file__).parent / "bin" / "spark-submit"
     env = {**os.environ, "PYSPARK_PYTHON": sys.executable, "PYSPARK_DRIVER_PYTHON": sys.executable}
     job = [str(root / "jobs" / "ingest.py"), "--conf", str(CONF), "--set", f"workdir={tmp_path / 'work'}",
            "--set", f"catalogue.path={catalogue}", "--set", "spark.master=local[2]", "--json"]
 
     bare = subprocess.run([str(submit), *job], capture_output=True, text=True, env=env, timeout=300)
-    assert bare.returncode != 0
+    assert bare.returncode == 2, bare.stdout[-3000:]  # the CLI's exit code for a SoundalikeError
     # spark-submit's PythonRunner merges the script's stderr into its stdout.
-    assert f"error: the Spark driver has no Delta Lake classes" in bare.stdout
+    assert "error: the Spark driver has no Delta Lake classes" in bare.stdout
     assert f"--packages {delta_packages()}" in bare.stdout
     assert not list((tmp_path / "work").rglob("*.parquet"))  # nothing written
 
@@ -283,6 +284,6 @@ def test_spark_submit_runs_a_job_given_the_delta_packages_and_says_so_without(ca
         [str(submit), "--packages", delta_packages(), "--driver-java-options", "-XX:TieredStopAtLevel=1", *job],
         capture_output=True, text=True, env=env, timeout=300,
     )
-    assert done.returncode == 0, done.stderr[-3000:]
-    summary = json.loads(done.stdout[done.stdout.index("{"):])
+    assert done.returncode == 0, done.stdout[-3000:]
+    summary = json.loads(done.stdout[re.search(r"^\{$", done.stdout, re.M).start():])  # --json: indented
     assert summary["ingest"]["upserted"] == 6 and summary["ingest"]["errors"] == 1  # the "mp3" of text
