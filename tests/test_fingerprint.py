@@ -150,3 +150,20 @@ def test_a_recording_held_twice_is_confident_for_both_copies(catalogue):
     matches = index.match_wave(wave[8000 * 5: 8000 * 20], 8000)
     confident = {m.track_id for m in matches if m.confident}
     assert confident == {"melody_1", "melody_1_mp3"}
+
+
+def test_held_chords_of_other_songs_are_not_identified():
+    """Sustained, stationary textures (pads, drones) repeat the same landmark pairs at every
+    moment, so thousands of chance matches pile up on some offset of another such song; a source
+    is a peak that stands out of its own matches, not just 30 aligned hits."""
+    sr = 22050
+    cfg = FingerprintConfig()
+    pads = {f"pad_{i}": synthesize_track("ambient_pad", duration_s=60.0, sample_rate_hz=sr, seed=i)
+            for i in (7, 17, 18, 19)}
+    index = FingerprintIndex.from_fingerprints({k: fingerprint_wave(w, sr, cfg) for k, w in pads.items()}, cfg)
+    for name, wave in pads.items():
+        others = index.match_wave(wave, sr, exclude_track_ids=[name])  # a pad the catalogue lacks
+        assert not any(m.confident for m in others), (name, others[:2])
+        own = index.match_wave(degrade.phone(wave[sr * 20: sr * 35], sr)[0], 8000)  # one it has
+        assert own[0].track_id == name and own[0].confident
+        assert own[0].aligned_hits >= cfg.min_peak_share * own[0].matched_hashes

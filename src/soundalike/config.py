@@ -155,7 +155,12 @@ class FingerprintConfig:
     min_aligned_hits : int
         A match needs at least this many time-aligned landmarks to be confident ...
     min_margin : float
-        ... and this many times the runner-up's.
+        ... and this many times the runner-up's ...
+    min_peak_share : float
+        ... and at least this share of all the landmark matches with that track, at any offset.
+        Held chords and drones repeat the same landmark pairs at every moment, so chance matches
+        with another such song pile up on some offset by the thousand: a source is a peak that
+        stands out of its own matches (true excerpts: 2-85 %, chance peaks of 30+ hits: <= 1.8 %).
     min_query_s : float
         Shorter queries are refused (a clear ``ParameterError``).
     fusion_weight : float
@@ -184,6 +189,7 @@ class FingerprintConfig:
     speed_factors: tuple[float, ...] = (0.97, 0.98, 0.99, 1.0, 1.01, 1.02, 1.03)
     min_aligned_hits: int = 30
     min_margin: float = 2.0
+    min_peak_share: float = 0.015
     min_query_s: float = 3.0
     fusion_weight: float = 1.0
 
@@ -202,6 +208,8 @@ class FingerprintConfig:
             raise ConfigError(f"fingerprint.speed_factors must be a non-empty list in [0.5, 2], got {self.speed_factors}")
         if self.min_margin < 1.0 or self.min_query_s <= 0 or self.fusion_weight < 0:
             raise ConfigError("fingerprint.min_margin must be >= 1, min_query_s > 0 and fusion_weight >= 0")
+        if not 0.0 <= self.min_peak_share < 1.0:
+            raise ConfigError(f"fingerprint.min_peak_share must be in [0, 1), got {self.min_peak_share}")
 
 
 @dataclass(frozen=True)

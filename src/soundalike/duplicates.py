@@ -321,7 +321,7 @@ def compare_track(index: FingerprintIndex, row: int, cfg: DuplicatesConfig, *,
                   exclude_rows: Iterable[int] = ()) -> list[DuplicatePair]:
     """Duplicate pairs of the catalogue track at ``row`` with every other track of ``index``."""
     fp = index.track_fingerprint(row)
-    rows, offsets, hits, anchors = index.votes(fp, exclude_rows=[row, *exclude_rows],
+    rows, offsets, hits, _, anchors = index.votes(fp, exclude_rows=[row, *exclude_rows],
                                                anchors_min_hits=cfg.min_aligned_hits)
     frame_s = frame_seconds(index.cfg)
     out = []

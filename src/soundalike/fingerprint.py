@@ -93,8 +93,11 @@ class FingerprintMatch:
     speed : float
         The speed factor of the query relative to the track (1.03: played 3 % fast).
     confident : bool
-        ``aligned_hits >= min_aligned_hits``, comparable to the best match and ``min_margin``
-        times the background (the best match that is not comparable).
+        ``aligned_hits >= min_aligned_hits``, comparable to the best match, ``min_margin``
+        times the background (the best match that is not comparable), and at least
+        ``min_peak_share`` of ``matched_hashes``.
+    matched_hashes : int
+        Landmark matches with the track at any offset (the aligned ones included).
     """
 
     track_id: str
@@ -103,6 +106,12 @@ class FingerprintMatch:
     query_hashes: int
     speed: float
     confident: bool
+    matched_hashes: int = 0
+
+    @property
+    def peak_share(self) -> float:
+        """Share of the landmark matches with this track that agree on its offset."""
+        return self.aligned_hits / self.matched_hashes if self.matched_hashes else 1.0
 
     @property
     def hit_ratio(self) -> float:
@@ -112,7 +121,7 @@ class FingerprintMatch:
     def to_json(self) -> dict:
         return {"offset_s": round(self.offset_s, 3), "aligned_hits": self.aligned_hits,
                 "query_hashes": self.query_hashes, "hit_ratio": round(self.hit_ratio, 4),
-                "speed": self.speed, "confident": self.confident}
+                "peak_share": round(self.peak_share, 4), "speed": self.speed, "confident": self.confident}
 
 
 # --------------------------------------------------------------------------- landmarks
@@ -288,11 +297,11 @@ class FingerprintIndex:
 
         Returns
         -------
-        rows, offsets, hits, query_times
+        rows, offsets, hits, totals, query_times
             ``rows`` [m] track rows with any vote, ``offsets`` [m] best offset (frames),
-            ``hits`` [m] aligned hits there (summed over ±``offset_tolerance`` frames); and
-            (object array [m]) the query anchor frames that aligned, per row (empty where not
-            collected).
+            ``hits`` [m] aligned hits there (summed over ±``offset_tolerance`` frames),
+            ``totals`` [m] landmark matches with the row at any offset; and (object array [m])
+            the query anchor frames that aligned, per row (empty where not collected).
         """
         empty = np.zeros(0, np.int64)
         rows, delta, qi = self._matches(fp)
@@ -301,7 +310,7 @@ class FingerprintIndex:
             keep = ~np.isin(rows, excl)
             rows, delta, qi = rows[keep], delta[keep], qi[keep]
         if rows.size == 0:
-            return empty, empty, empty, np.zeros(0, object)
+            return empty, empty, empty, empty, np.zeros(0, object)
         tol = self.cfg.offset_tolerance_frames
         span = 1 << 24  # offsets in frames: ±3 days at 32 ms
         key = rows * span + (delta + span // 2)
@@ -313,10 +322,11 @@ class FingerprintIndex:
         order = np.lexsort((-summed, krow))
         best = order[np.r_[0, np.flatnonzero(np.diff(krow[order])) + 1]]
         best_rows, best_key, best_hits = krow[best], uniq[best], summed[best]
+        totals = np.bincount(krow, weights=cnt)[best_rows].astype(np.int64)  # best_rows: ascending, unique
         per_row = np.empty(best_rows.size, dtype=object)
         per_row[:] = [np.zeros(0, np.int32)] * best_rows.size
         if anchors_min_hits is None:
-            return best_rows, best_key % span - span // 2, best_hits, per_row
+            return best_rows, best_key % span - span // 2, best_hits, totals, per_row
         wanted = best_rows[best_hits >= anchors_min_hits]
         pick = np.isin(rows, wanted)
         rows, key, qi = rows[pick], key[pick], qi[pick]
@@ -329,7 +339,7 @@ class FingerprintIndex:
         bounds = np.searchsorted(which, np.arange(best_rows.size + 1))
         for i in np.flatnonzero(np.isin(best_rows, wanted)):
             per_row[i] = np.unique(anchors[bounds[i]:bounds[i + 1]])
-        return best_rows, best_key % span - span // 2, best_hits, per_row
+        return best_rows, best_key % span - span // 2, best_hits, totals, per_row
 
     def _matches(self, fp: Fingerprint) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Every (catalogue row, offset in frames, query hash number) whose hashes are equal."""
@@ -394,13 +404,13 @@ class FingerprintIndex:
         """Tracks whose landmarks align with ``fp``'s, best first (one query copy, no speed search)."""
         excluded = set(exclude_track_ids)
         exclude_rows = [i for i, t in enumerate(self.track_ids) if t in excluded] if excluded else ()
-        rows, offsets, hits, _ = self.votes(fp, exclude_rows=exclude_rows)
+        rows, offsets, hits, totals, _ = self.votes(fp, exclude_rows=exclude_rows)
         if rows.size == 0:
             return []
         order = np.lexsort((rows, -hits))[:max_results]
         frame_s = frame_seconds(self.cfg)
         ranked = [FingerprintMatch(str(self.track_ids[rows[i]]), float(offsets[i]) * frame_s, int(hits[i]), len(fp),
-                                   float(speed), False) for i in order]
+                                   float(speed), False, int(totals[i])) for i in order]
         return _decide(ranked, self.cfg)
 
     def match_wave(self, wave: np.ndarray, sr: int, *, max_results: int = 10,
@@ -504,7 +514,8 @@ class FingerprintIndex:
 
 
 def _decide(ranked: list[FingerprintMatch], cfg: FingerprintConfig) -> list[FingerprintMatch]:
-    """Mark matches confident: enough aligned hits, comparable to the leader's, clear of the background.
+    """Mark matches confident: enough aligned hits, comparable to the leader's, clear of the background,
+    and a peak that stands out of the track's own matches (``min_peak_share``).
 
     The background is the best match below ``1 / min_margin`` of the leader's hits. Matches
     between it and the leader are all confident when clear of it: a catalogue may hold the same
@@ -517,7 +528,8 @@ def _decide(ranked: list[FingerprintMatch], cfg: FingerprintConfig) -> list[Fing
     return [
         FingerprintMatch(m.track_id, m.offset_s, m.aligned_hits, m.query_hashes, m.speed, bool(
             m.aligned_hits >= cfg.min_aligned_hits and m.aligned_hits * cfg.min_margin >= top
-            and m.aligned_hits >= cfg.min_margin * background))
+            and m.aligned_hits >= cfg.min_margin * background
+            and m.aligned_hits >= cfg.min_peak_share * m.matched_hashes), m.matched_hashes)
         for m in ranked
     ]
 

@@ -168,7 +168,7 @@ def fuse_fingerprint(songs: Sequence[dict], matches: Sequence, *, max_results: i
     -------
     list of dict
         Re-ranked songs (``rank`` renumbered). ``match`` is ``None`` or ``{offset_s,
-        aligned_hits, query_hashes, hit_ratio, speed, confident}``. A confident match the
+        aligned_hits, query_hashes, hit_ratio, peak_share, speed, confident}``. A confident match the
         embedding did not retrieve is added with zero votes and similarity.
     """
     by_id = {m.track_id: m for m in matches}
