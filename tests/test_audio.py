@@ -174,3 +174,15 @@ def test_a_wav_whose_header_overstates_its_length_is_refused_and_an_honest_one_r
         load_audio(bytes(data), 22050)
     data[at + 4 : at + 8] = (0xFFFFFFFF).to_bytes(4, "little")  # a streaming writer's "unknown length"
     assert load_audio(bytes(data), 22050).shape[0] == 12 * 22050
+
+
+def test_too_few_samples_to_survive_resampling_is_a_decode_error():
+    """One sample at 22.05 kHz resamples to none at 8 kHz: an error, never an empty wave
+    (found by the hostile-input property test)."""
+    import io
+
+    buffer = io.BytesIO()
+    sf.write(buffer, np.array([0.25], np.float32), 22050, format="WAV", subtype="PCM_16")
+    assert load_audio(buffer.getvalue(), 22050).shape == (1,)
+    with pytest.raises(AudioDecodeError, match="leave no audio at 8000 Hz"):
+        load_audio(buffer.getvalue(), 8000)

@@ -170,6 +170,10 @@ def load_audio(
             wave = resample(wave, native_sr, sr)
         else:
             wave = soxr.resample(wave, native_sr, sr, quality="HQ").astype(np.float32, copy=False)
+        if wave.shape[0] == 0:  # e.g. one sample at 22.05 kHz is no sample at 8 kHz
+            raise AudioDecodeError(
+                describe_source(source), f"{data.shape[0]} sample(s) at {native_sr} Hz leave no audio at {sr} Hz"
+            )
     return np.ascontiguousarray(wave)
 
 
