@@ -31,7 +31,7 @@ from __future__ import annotations
 import json
 import os
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Iterable, Mapping
 
@@ -106,7 +106,7 @@ class FingerprintMatch:
     query_hashes: int
     speed: float
     confident: bool
-    matched_hashes: int = 0
+    matched_hashes: int
 
     @property
     def peak_share(self) -> float:
@@ -526,10 +526,10 @@ def _decide(ranked: list[FingerprintMatch], cfg: FingerprintConfig) -> list[Fing
     top = ranked[0].aligned_hits
     background = max((m.aligned_hits for m in ranked if m.aligned_hits * cfg.min_margin < top), default=0)
     return [
-        FingerprintMatch(m.track_id, m.offset_s, m.aligned_hits, m.query_hashes, m.speed, bool(
+        replace(m, confident=bool(
             m.aligned_hits >= cfg.min_aligned_hits and m.aligned_hits * cfg.min_margin >= top
             and m.aligned_hits >= cfg.min_margin * background
-            and m.aligned_hits >= cfg.min_peak_share * m.matched_hashes), m.matched_hashes)
+            and m.aligned_hits >= cfg.min_peak_share * m.matched_hashes))
         for m in ranked
     ]
 
