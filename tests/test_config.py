@@ -32,6 +32,19 @@ def test_set_overrides_are_typed():
     assert config_to_dict(cfg)["clips"]["hop_s"] == 5.0
 
 
+def test_set_reaches_spark_settings_and_embedder_options_by_their_dotted_names():
+    cfg = load_config(CONF / "local.yaml", [
+        "spark.conf.spark.sql.shuffle.partitions=8",
+        "spark.conf.spark.driver.extraJavaOptions=-Xss4m -XX:TieredStopAtLevel=1",
+        "embedder.options.amodel=HTSAT-tiny",
+    ])
+    assert cfg.spark.conf["spark.sql.shuffle.partitions"] == 8
+    assert cfg.spark.conf["spark.driver.extraJavaOptions"] == "-Xss4m -XX:TieredStopAtLevel=1"
+    assert "spark" not in cfg.spark.conf  # not a nested {"spark": {"sql": ...}} that Spark never sees
+    assert cfg.spark.conf["spark.default.parallelism"] == "4"  # the profile's other settings stay
+    assert cfg.embedder.options == {"amodel": "HTSAT-tiny"}
+
+
 @pytest.mark.parametrize(
     "override,message",
     [
@@ -39,6 +52,8 @@ def test_set_overrides_are_typed():
         ("clips.hop_s=fast", "clips.hop_s must be float"),
         ("nonsense", "section.key=value"),
         ("clips=3", "clips must be a mapping"),
+        ("spark.conf={spark: {sql: 1}}", "spark.conf.spark must be a single value"),
+        ("spark.conf.spark.ui.enabled=null", "spark.conf.spark.ui.enabled must be a single value"),
     ],
 )
 def test_bad_overrides_are_config_errors(override, message):

@@ -331,6 +331,14 @@ class SparkConfig:
     with_delta_pip: bool = True
     conf: dict = field(default_factory=dict)
 
+    def __post_init__(self) -> None:
+        for key, value in self.conf.items():
+            if isinstance(value, (dict, list, tuple)) or value is None:
+                raise ConfigError(
+                    f"spark.conf.{key} must be a single value (Spark settings are flat: "
+                    f"'spark.sql.shuffle.partitions: \"8\"'), got {value!r}"
+                )
+
 
 @dataclass(frozen=True)
 class MlflowConfig:
@@ -539,7 +547,7 @@ def load_config(path: str | Path | None = None, overrides: typing.Sequence[str] 
             value = yaml.safe_load(raw) if raw.strip() else ""
         except yaml.YAMLError as exc:
             raise ConfigError(f"override {item!r}: value is not valid YAML ({exc})") from None
-        _set_dotted(data, key.strip().split("."), value)
+        _set_dotted(data, _override_path(key.strip().split(".")), value)
     return _build(Config, data, "")
 
 
@@ -583,6 +591,23 @@ def _merge(base: dict, over: dict) -> dict:
         else:
             out[key] = value
     return out
+
+
+def _override_path(keys: list[str]) -> list[str]:
+    """``keys`` as a path into the config: below a free-form mapping (``spark.conf``,
+    ``embedder.options``) the rest of the dotted name is one key, so that
+    ``spark.conf.spark.sql.shuffle.partitions=8`` sets the Spark setting of that name."""
+    cls: Any = Config
+    for i, key in enumerate(keys[:-1]):
+        if not dataclasses.is_dataclass(cls):
+            break
+        hint = typing.get_type_hints(cls).get(key)
+        if hint is None:
+            break  # an unknown key: _build names it
+        if hint is dict or typing.get_origin(hint) is dict:
+            return keys[: i + 1] + [".".join(keys[i + 1 :])]
+        cls = hint
+    return keys
 
 
 def _set_dotted(data: dict, keys: list[str], value: Any) -> None:
