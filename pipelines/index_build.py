@@ -41,6 +41,10 @@ from soundalike_pipelines.summary import StageSummary
 STAGE_TAG = "soundalike.stage"
 FINGERPRINT_TAG = "soundalike.fingerprint"
 INDEX_RUN_TAG = "soundalike.index_run"
+#: On index runs: a digest of the track ids the index holds (evaluations compare only within one).
+CATALOGUE_TAG = "soundalike.catalogue"
+#: On model versions: a digest of the config sections the served model bakes in (query, ...).
+SERVING_CONFIG_TAG = "soundalike.serving_config"
 CHAMPION = "champion"
 GATE_TAG = "soundalike.gate"
 
@@ -151,7 +155,8 @@ def run_index(cfg: Config, spark: SparkSession | None = None) -> IndexSummary:
         (index_dir / "config.json").write_text(json.dumps(config_to_dict(cfg), indent=2))
         record_checksums(index_dir, [TRACKS_FILE, "config.json"])  # verified at load, with the rest
         with mlflow.start_run(experiment_id=experiment_id, run_name="index") as run:
-            mlflow.set_tags({STAGE_TAG: "index", FINGERPRINT_TAG: fingerprint})
+            mlflow.set_tags({STAGE_TAG: "index", FINGERPRINT_TAG: fingerprint,
+                             CATALOGUE_TAG: catalogue_digest(rows["track_id"].unique())})
             mlflow.log_params({
                 "embedder": embedder.key, "index_factory": factory, "vectors": len(vectors),
                 "dim": int(vectors.shape[1]), "clip_policy": policy, "tracks": int(rows["track_id"].nunique()),
@@ -180,9 +185,18 @@ def run_register(cfg: Config, spark: SparkSession | None = None) -> RegisterSumm
         raise SoundalikeError("no finished index run to register: run the index stage first")
     client = MlflowClient()
     name = cfg.mlflow.model_name
-    existing = [v for v in _versions(client, name) if v.tags.get(INDEX_RUN_TAG) == run.info.run_id]
+    serving = serving_config_digest(cfg)
+    # Once per index run and serving config: a changed `query` section (say) registers the same
+    # index again, so that the served model answers by the config the user set.
+    existing = [v for v in _versions(client, name) if v.tags.get(INDEX_RUN_TAG) == run.info.run_id
+                and v.tags.get(SERVING_CONFIG_TAG, serving) == serving]
     if existing:
         champion = _champion_version(client, name)
+        mine = str(existing[0].version)
+        if champion != mine and existing[0].tags.get(GATE_TAG, "").startswith("promoted"):
+            # The serving config went back to one this index was registered with: serve that version.
+            client.set_registered_model_alias(name, CHAMPION, mine)
+            champion = mine
         # Idempotent: an endpoint update that failed last time is retried with the same champion.
         endpoint = point_endpoint_at(cfg, name, champion) if champion else "no champion"
         return RegisterSummary(name, str(existing[0].version), False, run.info.run_id, champion,
@@ -193,6 +207,7 @@ def run_register(cfg: Config, spark: SparkSession | None = None) -> RegisterSumm
             info = log_search_model(index_dir, cfg, example_audio=_example_audio(), registered_model_name=name)
     version = str(info.registered_model_version)
     client.set_model_version_tag(name, version, INDEX_RUN_TAG, run.info.run_id)
+    client.set_model_version_tag(name, version, SERVING_CONFIG_TAG, serving)
     promote, gate = champion_gate(client, name, run)
     client.set_model_version_tag(name, version, GATE_TAG, gate)
     if promote:
@@ -210,15 +225,23 @@ GATE_METRICS = ("eval_top1", "eval_mrr", "eval_tag_precision_at_5")
 def champion_gate(client, name: str, run) -> tuple[bool, str]:
     """Whether the index ``run`` may replace the current champion, and why (logged as a tag).
 
-    Promoted when there is no champion yet, or when no metric of :data:`GATE_METRICS` that both
-    runs have is lower for the new run. A new run without evaluation metrics is not promoted over
-    an evaluated champion.
+    Promoted when there is no champion yet, or when the index holds other tracks than the
+    champion's (:data:`CATALOGUE_TAG`: files were added or removed, so evaluations on the two
+    catalogues are not comparable, and a removed track must leave the served model), or when no
+    metric of :data:`GATE_METRICS` that both runs have is lower for the new run. On the same
+    tracks, a new run without evaluation metrics is not promoted over an evaluated champion.
     """
     current = _champion_version(client, name)
     if current is None:
         return True, "promoted: no champion yet"
     champion_run_id = client.get_model_version(name, current).tags.get(INDEX_RUN_TAG)
-    old = client.get_run(champion_run_id).data.metrics if champion_run_id else {}
+    champion_run = client.get_run(champion_run_id) if champion_run_id else None
+    new_catalogue = run.data.tags.get(CATALOGUE_TAG)
+    if new_catalogue is not None and (champion_run is None or champion_run.data.tags.get(CATALOGUE_TAG) != new_catalogue):
+        return True, (f"promoted over v{current}: the catalogue changed ({run.data.params.get('tracks', '?')} tracks, "
+                      f"was {champion_run.data.params.get('tracks', '?') if champion_run else '?'}); "
+                      f"evaluations of different catalogues are not compared")
+    old = champion_run.data.metrics if champion_run else {}
     new = run.data.metrics
     shared = [m for m in GATE_METRICS if m in old and m in new]
     if not shared:
@@ -229,6 +252,17 @@ def champion_gate(client, name: str, run) -> tuple[bool, str]:
     if worse:
         return False, f"kept champion v{current}: " + "; ".join(worse)
     return True, f"promoted over v{current}: " + ", ".join(f"{m} {new[m]:.4f} >= {old[m]:.4f}" for m in shared)
+
+
+def catalogue_digest(track_ids) -> str:
+    """A short digest of a set of track ids (order and repeats do not matter)."""
+    return hashlib.sha256("\n".join(sorted(set(map(str, track_ids)))).encode()).hexdigest()[:32]
+
+
+def serving_config_digest(cfg: Config) -> str:
+    """A digest of the config sections the served model applies at query time."""
+    baked = {k: config_to_dict(getattr(cfg, k)) for k in ("query", "fingerprint", "clips", "embedder")}
+    return hashlib.sha256(json.dumps(baked, sort_keys=True).encode()).hexdigest()[:32]
 
 
 def _champion_version(client, name: str) -> str | None:

@@ -22,6 +22,7 @@ from soundalike.config import load_config  # noqa: E402
 from soundalike.mlflow_model import configure_mlflow  # noqa: E402
 from soundalike.sample import generate_catalogue, load_metadata  # noqa: E402
 from soundalike_pipelines.runner import run_pipeline  # noqa: E402
+from soundalike_pipelines.session import get_spark  # noqa: E402
 
 pytestmark = pytest.mark.slow
 CONF = Path(__file__).resolve().parents[1] / "conf" / "local.yaml"
@@ -190,3 +191,28 @@ def test_phone_band_excerpt_through_the_registered_model_reports_its_source_and_
     # Generated tracks repeat their bars, so an excerpt may align with a repeat: it lies in the track.
     assert -0.5 <= out["results"][0]["match"]["offset_s"] <= track.duration_s - 15.0 + 0.5
     assert {"combined_score", "votes", "total_similarity", "evidence"} <= set(out["results"][0])
+
+
+def test_a_changed_query_config_is_registered_and_served_and_going_back_serves_the_first(indexed):
+    """The served model bakes in the `query` section: changing it must reach the endpoint
+    without a rebuild of the index (and going back must not register a third copy)."""
+    from soundalike_pipelines.index_build import CATALOGUE_TAG, catalogue_digest
+
+    cfg, overrides, *_ , summary = indexed
+    run = mlflow.get_run(summary["index"]["run_id"])
+    assert run.data.tags[CATALOGUE_TAG] == catalogue_digest(
+        r.track_id for r in get_spark(cfg).table(cfg.tables.name("tracks")).collect())
+
+    def champion_config():
+        local = mlflow.artifacts.download_artifacts(f"models:/{cfg.mlflow.model_name}@champion")
+        return json.loads(next(Path(local).rglob("config.json")).read_text())
+
+    changed = run_pipeline(load_config(CONF, overrides + ["query.vote_weight=0.7"]), ["index", "register"])
+    assert changed["index"]["built"] is False  # same index ...
+    assert changed["register"]["registered"] is True  # ... registered again with the new query section
+    assert changed["register"]["champion"] == changed["register"]["version"] != summary["register"]["version"]
+    assert champion_config()["query"]["vote_weight"] == 0.7
+    back = run_pipeline(cfg, ["index", "register"])
+    assert back["register"]["registered"] is False
+    assert back["register"]["champion"] == summary["register"]["version"]
+    assert champion_config()["query"]["vote_weight"] == cfg.query.vote_weight

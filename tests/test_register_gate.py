@@ -4,7 +4,7 @@ import mlflow
 import pytest
 from mlflow import MlflowClient
 
-from soundalike_pipelines.index_build import CHAMPION, INDEX_RUN_TAG, champion_gate
+from soundalike_pipelines.index_build import CATALOGUE_TAG, CHAMPION, INDEX_RUN_TAG, catalogue_digest, champion_gate
 
 
 @pytest.fixture
@@ -17,10 +17,13 @@ def client(tmp_path):
     mlflow.set_tracking_uri("")
 
 
-def index_run(metrics):
+def index_run(metrics, tracks=None):
     with mlflow.start_run() as run:
         if metrics:
             mlflow.log_metrics(metrics)
+        if tracks is not None:
+            mlflow.set_tag(CATALOGUE_TAG, catalogue_digest(tracks))
+            mlflow.log_param("tracks", len(set(tracks)))
     return mlflow.get_run(run.info.run_id)
 
 
@@ -45,3 +48,16 @@ def test_equal_or_better_is_promoted_and_worse_is_kept(client):
     assert not ok and "eval_mrr 0.9200 < 0.9300" in why
     ok, why = champion_gate(client, "m", index_run({}))
     assert not ok and "no evaluation metrics" in why
+
+
+def test_an_index_of_other_tracks_is_promoted_whatever_its_metrics(client):
+    """Files added or removed: evaluations of two catalogues are not comparable, and a removed
+    track must leave the served model."""
+    make_champion(client, index_run({"eval_top1": 0.90, "eval_mrr": 0.93}, tracks=["a", "b", "c"]))
+    ok, why = champion_gate(client, "m", index_run({"eval_top1": 0.50, "eval_mrr": 0.60}, tracks=["a", "b"]))
+    assert ok and "catalogue changed (2 tracks, was 3)" in why
+    ok, why = champion_gate(client, "m", index_run({}, tracks=["a", "b", "c", "d"]))
+    assert ok and "catalogue changed" in why
+    # The same tracks (in any order): the metrics decide, as before.
+    ok, why = champion_gate(client, "m", index_run({"eval_top1": 0.50, "eval_mrr": 0.60}, tracks=["c", "a", "b", "a"]))
+    assert not ok and "eval_top1 0.5000 < 0.9000" in why
