@@ -13,6 +13,7 @@ Incremental and idempotent:
 from __future__ import annotations
 
 import json
+import os
 from datetime import datetime
 import time
 from dataclasses import dataclass
@@ -25,7 +26,7 @@ from pyspark.sql import types as T
 
 from soundalike.catalogue import describe_track, read_sidecar, scan_catalogue, sidecar_tags
 from soundalike.config import Config
-from soundalike.errors import SoundalikeError
+from soundalike.errors import ConfigError, SoundalikeError
 from soundalike_pipelines.schemas import TRACKS
 from soundalike_pipelines.session import ensure_tables, get_spark
 from soundalike_pipelines.writes import delete_where_key_in, upsert
@@ -128,9 +129,21 @@ def run_ingest(cfg: Config, spark: SparkSession | None = None) -> IngestSummary:
     tracks_name = cfg.tables.name("tracks")
     errors_name = cfg.tables.name("ingest_errors")
     scanned = {row[0]: row for row in scanned_rows(cfg)}
+    # A name that is not UTF-8 cannot travel through Spark (strings are UTF-8): Spark would hand
+    # back another name, so the file is recorded under a printable form of its bytes instead.
+    unnamed = {_printable(p): p for p in scanned if not _is_utf8(p)}
+    for path in unnamed.values():
+        del scanned[path]
     same = ("path", "bytes", "modified", "title", "metadata")
     existing = {r["path"]: r for r in spark.table(tracks_name).select(*same, "track_id").collect()}
     errors_now = {(r["path"], r["stage"]): r for r in spark.table(errors_name).collect()}
+    if existing and not scanned and not unnamed:
+        # An unmounted volume or a wrong path looks like an emptied catalogue; never drop it all.
+        raise ConfigError(
+            f"no audio files ({', '.join(cfg.catalogue.extensions)}) under catalogue.path={cfg.catalogue.path}, "
+            f"but {tracks_name} holds {len(existing)} file(s): refusing to remove them all. Check the path "
+            f"(is the volume mounted?); to really start over, delete the tables."
+        )
 
     todo = [row for path, row in scanned.items()
             if path not in existing or tuple(existing[path][c] for c in same) != (row[0], row[1], row[2], row[3], row[5])]
@@ -144,7 +157,11 @@ def run_ingest(cfg: Config, spark: SparkSession | None = None) -> IngestSummary:
             .collect()
         )
     good = [p for p in probed if p["error_class"] is None]
-    bad = [p for p in probed if p["error_class"] is not None]
+    bad = [p for p in probed if p["error_class"] is not None] + [
+        {"path": shown, "error_class": "InvalidFileName",
+         "message": f"{shown}: the file name is not valid UTF-8; rename the file to ingest it"}
+        for shown in unnamed
+    ]
 
     if good:
         by_path = {row[0]: row for row in todo}
@@ -166,14 +183,14 @@ def run_ingest(cfg: Config, spark: SparkSession | None = None) -> IngestSummary:
         upsert(spark, errors_name, frame.withColumn("seen_at", F.current_timestamp()), keys=("path", "stage"),
                count=len(new_errors))
     stale = sorted({path for (path, stage) in errors_now
-                    if path not in scanned or (stage == "ingest" and path in {g["path"] for g in good})})
+                    if (path not in scanned and path not in unnamed) or (stage == "ingest" and path in {g["path"] for g in good})})
     if stale:
         delete_where_key_in(spark, errors_name, spark.createDataFrame([(p,) for p in stale], "path string"), key="path")
 
     changed_ids = any(p["path"] in existing and existing[p["path"]]["track_id"] != p["track_id"] for p in good)
     pruned = prune_orphans(spark, cfg) if (drop or changed_ids) else 0
     return IngestSummary(
-        files_seen=len(scanned),
+        files_seen=len(scanned) + len(unnamed),
         probed=len(todo),
         upserted=len(good),
         removed=len(drop),
@@ -181,6 +198,19 @@ def run_ingest(cfg: Config, spark: SparkSession | None = None) -> IngestSummary:
         pruned_track_ids=pruned,
         seconds=round(time.perf_counter() - started, 2),
     )
+
+
+def _is_utf8(path: str) -> bool:
+    try:
+        path.encode("utf-8")
+        return True
+    except UnicodeEncodeError:  # os.walk gave undecodable bytes as lone surrogates
+        return False
+
+
+def _printable(path: str) -> str:
+    """The path with its non-UTF-8 bytes written as ``\\xNN``."""
+    return os.fsencode(path).decode("utf-8", "backslashreplace")
 
 
 def prune_orphans(spark: SparkSession, cfg: Config) -> int:

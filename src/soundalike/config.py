@@ -39,6 +39,10 @@ class CatalogueConfig:
     decode_timeout_s: float = 600.0
 
     def __post_init__(self):
+        if not str(self.path).strip():
+            # Path("") is the current directory: an unset variable (--set catalogue.path=$X)
+            # would scan wherever the job runs and remove every track not found there.
+            raise ValueError("catalogue.path is empty; set it to the catalogue's directory")
         if self.max_file_bytes < 1:
             raise ValueError(f"catalogue.max_file_bytes must be >= 1, got {self.max_file_bytes}")
         if self.decode_timeout_s <= 0:

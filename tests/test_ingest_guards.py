@@ -1,0 +1,109 @@
+"""Guards of the ingest and embed stages: what must never wipe the tables, and what must not be
+redone on every run. Real local Spark + Delta on generated audio bytes."""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+import pytest
+import soundfile as sf
+
+pytest.importorskip("pyspark")
+
+from conftest import melody  # noqa: E402
+from soundalike.config import load_config  # noqa: E402
+from soundalike.errors import ConfigError  # noqa: E402
+from soundalike.sample import generate_catalogue  # noqa: E402
+from soundalike_pipelines.embed import run_embed  # noqa: E402
+from soundalike_pipelines.ingest import run_ingest  # noqa: E402
+from soundalike_pipelines.session import get_spark  # noqa: E402
+
+pytestmark = pytest.mark.slow
+CONF = Path(__file__).resolve().parents[1] / "conf" / "local.yaml"
+SR = 22050
+
+
+def make_cfg(work: Path, catalogue: Path):
+    return load_config(CONF, [f"workdir={work}", f"catalogue.path={catalogue}", "tables.schema=guards_test",
+                              "spark.master=local[2]"])
+
+
+def versions(spark, cfg) -> dict:
+    return {t: spark.sql(f"DESCRIBE HISTORY {cfg.tables.name(t)}").agg({"version": "max"}).first()[0]
+            for t in ("tracks", "clips", "embeddings", "ingest_errors")}
+
+
+def errors(spark, cfg) -> dict:
+    return {r.path: r for r in spark.table(cfg.tables.name("ingest_errors")).collect()}
+
+
+@pytest.fixture(scope="module")
+def ingested(tmp_path_factory):
+    """Three tracks and a 3 s file (too short for a clip), ingested and embedded once."""
+    root = tmp_path_factory.mktemp("guards_cat")
+    generate_catalogue(root, n_tracks=3, seed=11, min_duration_s=12.0, max_duration_s=16.0, progress=False)
+    sf.write(root / "short.wav", melody(SR, 3.0, seed=2), SR)
+    cfg = make_cfg(tmp_path_factory.mktemp("guards_work"), root)
+    spark = get_spark(cfg)
+    run_ingest(cfg, spark)
+    first = run_embed(cfg, spark)
+    assert first.tracks == 3 and first.errors == 1
+    return cfg, root, spark
+
+
+@pytest.mark.parametrize("path", ["", "  "])
+def test_an_empty_catalogue_path_is_a_config_error(path):
+    # Path("") is the current directory: an unset variable must not scan wherever the job runs.
+    with pytest.raises(ConfigError, match="catalogue.path is empty"):
+        load_config(CONF, [f"catalogue.path={path}"])
+
+
+def test_a_catalogue_that_looks_empty_never_wipes_the_tables(ingested, tmp_path):
+    cfg, _, spark = ingested
+    unmounted = tmp_path / "volume"
+    unmounted.mkdir()
+    before, tracks = versions(spark, cfg), spark.table(cfg.tables.name("tracks")).count()
+    with pytest.raises(ConfigError, match=r"no audio files .* holds 4 file\(s\): refusing to remove them all"):
+        run_ingest(make_cfg(Path(cfg.workdir), unmounted), spark)
+    assert versions(spark, cfg) == before
+    assert spark.table(cfg.tables.name("tracks")).count() == tracks == 4  # three songs and the short file
+
+
+def test_a_file_that_fails_embed_is_retried_once_after_it_changes_not_on_every_run(ingested):
+    cfg, root, spark = ingested
+    short = root / "short.wav"
+    later = time.time() + 60
+    os.utime(short, (later, later))  # touched (or rewritten the same way): worth one more try
+    assert run_ingest(cfg, spark).probed == 1
+    retried = run_embed(cfg, spark)
+    assert retried.tracks == 0 and retried.errors == 1
+    assert errors(spark, cfg)[str(short.resolve())].error_class == "TooShort"
+    before = versions(spark, cfg)
+    again = run_embed(cfg, spark)
+    assert again.tracks == 0 and again.errors == 0  # not decoded again: it has not changed since
+    assert versions(spark, cfg) == before
+
+
+def test_a_file_name_that_is_not_utf8_is_recorded_once_with_the_true_reason(ingested):
+    cfg, root, spark = ingested
+    raw = os.path.join(os.fsencode(root), b"caf\xe9 ol\xe9.wav")
+    with open(raw, "wb") as handle:  # soundfile itself cannot name such a file
+        sf.write(handle, melody(SR, 12.0, seed=5), SR, format="WAV")
+    try:
+        summary = run_ingest(cfg, spark)
+        assert summary.errors == 1 and summary.upserted == 0
+        shown = str(root.resolve() / "caf\\xe9 ol\\xe9.wav")
+        row = errors(spark, cfg)[shown]
+        assert row.stage == "ingest" and row.error_class == "InvalidFileName"
+        assert "not valid UTF-8" in row.message and "does not exist" not in row.message
+        before = versions(spark, cfg)
+        for _ in range(2):  # the same error, not an insert / delete / insert cycle
+            run_ingest(cfg, spark)
+            assert versions(spark, cfg) == before
+    finally:
+        os.unlink(raw)
+    run_ingest(cfg, spark)
+    assert shown not in errors(spark, cfg)  # gone from the catalogue: its error goes too
+    assert spark.table(cfg.tables.name("tracks")).count() == 4
