@@ -176,6 +176,18 @@ def test_rename_keeps_embeddings_and_changed_bytes_are_reembedded(catalogue, tmp
     assert tracks[str(copy.resolve())] == new_id  # byte-identical copies share one id
 
 
+def test_the_local_jvm_keeps_compiling_after_the_whole_pipeline(first_run):
+    """conf/local.yaml stops the JIT at C1, whose code cache is 48 MB by default; ingest + embed
+    of 400 tracks fill 40 MB of it, and a full cache disables the compiler for the session."""
+    _, spark, _ = first_run
+    jvm = spark.sparkContext._jvm
+    bean = jvm.java.lang.management.ManagementFactory.getPlatformMXBean(
+        jvm.java.lang.Class.forName("com.sun.management.HotSpotDiagnosticMXBean"))
+    if bean.getVMOption("TieredStopAtLevel").getValue() == "1":
+        assert int(bean.getVMOption("ReservedCodeCacheSize").getValue()) >= 128 << 20
+    assert bean.getVMOption("UseCompiler").getValue() == "true"
+
+
 def test_balanced_partitions_even_out_the_audio_per_task():
     from soundalike_pipelines.embed import balanced_partitions
 
@@ -281,7 +293,7 @@ def test_spark_submit_runs_a_job_given_the_delta_packages_and_says_so_without(ca
     assert not list((tmp_path / "work").rglob("*.parquet"))  # nothing written
 
     done = subprocess.run(
-        [str(submit), "--packages", delta_packages(), "--driver-java-options", "-XX:TieredStopAtLevel=1", *job],
+        [str(submit), "--packages", delta_packages(), "--driver-java-options", "-XX:TieredStopAtLevel=1 -XX:ReservedCodeCacheSize=240m", *job],
         capture_output=True, text=True, env=env, timeout=300,
     )
     assert done.returncode == 0, done.stdout[-3000:]
