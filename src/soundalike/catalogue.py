@@ -131,6 +131,17 @@ def read_sidecar(root: str | os.PathLike, metadata_file: str) -> dict[str, dict]
         entries = entries["tracks"]
     if not isinstance(entries, list) or not all(isinstance(e, dict) and "file" in e for e in entries):
         raise ConfigError(f"metadata sidecar {path} must be a list of objects with a 'file' field")
+    for number, e in enumerate(entries, start=1):
+        what = f"metadata sidecar {path}, entry {number}"
+        if None in e:  # csv.DictReader puts the fields past the header under None
+            raise ConfigError(f"{what} has more fields than the header (an unquoted comma?): {e[None]!r}")
+        if not isinstance(e["file"], str) or not e["file"].strip():
+            raise ConfigError(f"{what}: 'file' must be a path relative to the catalogue, got {e['file']!r}")
+        tags = e.get("tags")
+        if tags is not None and not isinstance(tags, str) and not (
+            isinstance(tags, list) and all(isinstance(t, (str, int, float)) and not isinstance(t, bool) for t in tags)
+        ):
+            raise ConfigError(f"{what} ({e['file']}): 'tags' must be a list of strings or one comma-separated string, got {tags!r}")
     return {str((Path(root) / e["file"]).resolve()): e for e in entries}
 
 
