@@ -8,8 +8,10 @@ threads decode the next files while the GPU embeds, and batches span files. Resu
 ``clips`` and ``embeddings`` by MERGE on their natural keys.
 
 A track is work when it lacks clips for the current clip policy or embeddings for the current
-embedder ``name@version``; a track whose file failed this stage is skipped until the file
-changes (its error row is newer than its ``tracks`` row).
+embedder ``name@version``, and every track of the policy is when the flag thresholds changed
+(the clips' flags are redone, their vectors kept); a track whose file failed this stage is
+skipped until the file changes (its error row is newer than its ``tracks`` row) or the embed
+settings change (clip policy, embedder, flag thresholds, decode timeout).
 """
 
 from __future__ import annotations
@@ -30,11 +32,11 @@ from pyspark.sql.pandas.types import to_arrow_schema
 
 from soundalike.config import Config, config_from_dict, config_to_dict
 from soundalike.embedders import Embedder, create_embedder
-from soundalike.extract import clip_policy, extract_tracks
+from soundalike.extract import clip_policy, extract_tracks, flags_policy
 from soundalike.errors import SoundalikeError
 from soundalike_pipelines.schemas import CLIPS, EMBEDDINGS
 from soundalike_pipelines.session import ensure_tables, get_spark
-from soundalike_pipelines.writes import insert_new, record_errors
+from soundalike_pipelines.writes import insert_new, record_errors, upsert
 from soundalike_pipelines.summary import StageSummary
 
 _OUT = T.StructType(
@@ -214,6 +216,20 @@ def _hash_keys(spark: SparkSession, n: int) -> list[int]:
     return [keys[p] for p in range(n)]
 
 
+#: Table properties: on ``clips``, the flag thresholds per clip policy (this prefix + policy);
+#: on ``ingest_errors``, the settings the embed errors were last recorded under.
+_FLAGS_PROPERTY, _SETTINGS_PROPERTY = "soundalike.flags.", "soundalike.embed_settings"
+
+
+def _property(spark: SparkSession, table: str, key: str) -> str | None:
+    rows = spark.sql(f"SHOW TBLPROPERTIES {table}").collect()
+    return next((r["value"] for r in rows if r["key"] == key), None)
+
+
+def _set_property(spark: SparkSession, table: str, key: str, value: str) -> None:
+    spark.sql(f"ALTER TABLE {table} SET TBLPROPERTIES ('{key}' = '{value}')")
+
+
 def run_embed(cfg: Config, spark: SparkSession | None = None) -> EmbedSummary:
     """Run the embed stage; see the module docstring."""
     started = time.perf_counter()
@@ -227,15 +243,28 @@ def run_embed(cfg: Config, spark: SparkSession | None = None) -> EmbedSummary:
         (F.col("clip_policy") == policy) & (F.col("embedder") == embedder.key)
     )
     errors_t = spark.table(cfg.tables.name("ingest_errors")).where(F.col("stage") == "embed")
+    # Settings that are not part of the tables' keys, kept as table properties: the flag
+    # thresholds the clips of this policy were flagged with, and the settings the last embed
+    # errors were found under. When either changed, the stored flags are redone (decode, flag,
+    # MERGE over the clips), and files that failed under other settings are tried again.
+    flags, flags_key = flags_policy(cfg.clips), _FLAGS_PROPERTY + policy.replace("/", "_")
+    settings = f"{policy} {embedder.key} flags={flags} timeout={cfg.catalogue.decode_timeout_s:g}"
+    stored_flags = _property(spark, cfg.tables.name("clips"), flags_key)
+    stored_settings = _property(spark, cfg.tables.name("ingest_errors"), _SETTINGS_PROPERTY)
+    reflag = stored_flags not in (None, flags)
 
     # One path per content: byte-identical copies are embedded once.
     candidates = tracks.groupBy("track_id").agg(
         F.min("path").alias("path"), F.max("ingested_at").alias("ingested_at"), F.max("duration_s").alias("duration_s"),
     )
     done = clips_t.select("track_id").distinct().join(emb_t.select("track_id").distinct(), "track_id")
+    if reflag:
+        done = done.limit(0)
     quarantined = errors_t.join(tracks.select("path", "ingested_at"), "path").where(
         F.col("seen_at") >= F.col("ingested_at")
     ).select("path")
+    if stored_settings not in (None, settings):
+        quarantined = quarantined.limit(0)
     # Collected, so that what is to do is fixed now: a plan over the tables would change under
     # our own writes (Spark re-evaluates cached plans of tables that were written).
     todo_rows = (
@@ -244,7 +273,15 @@ def run_embed(cfg: Config, spark: SparkSession | None = None) -> EmbedSummary:
     )
     n_todo = len(todo_rows)
     phases = {"plan": round(time.perf_counter() - started, 2)}
+
+    def record_settings() -> None:  # after the writes: a crash before them redoes the work
+        if stored_flags != flags:
+            _set_property(spark, cfg.tables.name("clips"), flags_key, flags)
+        if stored_settings != settings:
+            _set_property(spark, cfg.tables.name("ingest_errors"), _SETTINGS_PROPERTY, settings)
+
     if n_todo == 0:
+        record_settings()
         return EmbedSummary(embedder.key, 0, 0, 0, 0, 0, 0.0, phases["plan"], phases)
 
     mark = time.perf_counter()
@@ -287,11 +324,14 @@ def run_embed(cfg: Config, spark: SparkSession | None = None) -> EmbedSummary:
         # The two MERGEs run at once (each is mostly driver planning and a Delta commit). A track
         # is done only with both clips and embeddings, so a crash after either is redone.
         with ThreadPoolExecutor(2) as pool:
+            clip_keys = ("track_id", "clip_policy", "clip_idx")
             writes = [
                 pool.submit(insert_new, spark, cfg.tables.name("embeddings"), emb_rows,
                             keys=("track_id", "clip_policy", "clip_idx", "embedder"), count_first=False),
-                pool.submit(insert_new, spark, cfg.tables.name("clips"), clip_rows,
-                            keys=("track_id", "clip_policy", "clip_idx"), count_first=False),
+                # Flags redone under new thresholds replace the stored ones; otherwise only new keys go in.
+                pool.submit(upsert, spark, cfg.tables.name("clips"), clip_rows, keys=clip_keys, count=stats["clips"])
+                if reflag else
+                pool.submit(insert_new, spark, cfg.tables.name("clips"), clip_rows, keys=clip_keys, count_first=False),
             ]
             for w in writes:
                 w.result()
@@ -301,6 +341,7 @@ def run_embed(cfg: Config, spark: SparkSession | None = None) -> EmbedSummary:
             spark, cfg, bad.select("path", F.lit("embed").alias("stage"), "error_class", "message"),
             clear_paths=good.select("path"), stage="embed",
         )
+    record_settings()
     phases["write"] = round(time.perf_counter() - mark, 2)
     return EmbedSummary(
         embedder=embedder.key,

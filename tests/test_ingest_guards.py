@@ -107,3 +107,37 @@ def test_a_file_name_that_is_not_utf8_is_recorded_once_with_the_true_reason(inge
     run_ingest(cfg, spark)
     assert shown not in errors(spark, cfg)  # gone from the catalogue: its error goes too
     assert spark.table(cfg.tables.name("tracks")).count() == 4
+
+
+def test_new_flag_thresholds_redo_the_stored_flags_and_retry_failed_files(ingested):
+    cfg, root, spark = ingested
+    clips = cfg.tables.name("clips")
+
+    def silent():
+        return spark.table(clips).where("is_silent").count()
+
+    total, before = spark.table(clips).count(), silent()
+    assert 0 <= before < total
+    loud = load_config(CONF, [f"workdir={cfg.workdir}", f"catalogue.path={root}", "tables.schema=guards_test",
+                              "spark.master=local[2]", "clips.silence_rms_db=0"])  # every clip is below 0 dBFS
+    vectors = {(r.track_id, r.clip_idx): r.created_at for r in spark.table(cfg.tables.name("embeddings")).collect()}
+    summary = run_embed(loud, spark)
+    assert summary.tracks == 3 and summary.errors == 1  # the short file is tried again under new settings
+    assert silent() == spark.table(clips).count() == total  # flags replaced, no clip added
+    # The vectors do not depend on the thresholds: kept as they were.
+    assert {(r.track_id, r.clip_idx): r.created_at
+            for r in spark.table(cfg.tables.name("embeddings")).collect()} == vectors
+    unchanged = versions(spark, cfg)
+    assert run_embed(loud, spark).tracks == 0 and versions(spark, cfg) == unchanged
+    assert run_embed(cfg, spark).tracks == 3 and silent() == before  # and back
+
+
+def test_a_file_too_short_for_one_policy_gets_clips_under_a_shorter_min_tail(ingested):
+    cfg, root, spark = ingested
+    short_id = next(r.track_id for r in spark.table(cfg.tables.name("tracks")).collect() if r.path.endswith("short.wav"))
+    shorter = load_config(CONF, [f"workdir={cfg.workdir}", f"catalogue.path={root}", "tables.schema=guards_test",
+                                 "spark.master=local[2]", "clips.min_tail_s=2"])
+    summary = run_embed(shorter, spark)
+    assert summary.errors == 0 and summary.tracks == 4
+    got = spark.table(cfg.tables.name("clips")).where(f"track_id = '{short_id}' and clip_policy = '10/10/2'").collect()
+    assert [(c.start_s, c.end_s) for c in got] == [(0.0, 3.0)]

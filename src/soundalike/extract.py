@@ -82,6 +82,12 @@ def clip_policy(cfg: ClipsConfig) -> str:
     return f"{cfg.clip_s:g}/{cfg.hop_s:g}/{cfg.min_tail_s:g}"
 
 
+def flags_policy(cfg: ClipsConfig) -> str:
+    """A short string naming the flag thresholds (``"-50/0.3/0.25"``: silence dBFS, noise
+    flatness, noise tonality), so that stored flags can be told from ones of other settings."""
+    return f"{cfg.silence_rms_db:g}/{cfg.noise_flatness:g}/{cfg.noise_tonality_max:g}"
+
+
 def extract_track(
     source: AudioSource,
     embedder: Embedder,
