@@ -221,8 +221,10 @@ def _query_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--model", default=None, metavar="URI",
                    help="MLflow model URI (default: models:/<mlflow.model_name>@champion)")
     p.add_argument("--top", type=int, default=None, help="songs to return (default: query.max_results)")
-    p.add_argument("--top-k-per-chunk", type=int, default=None, help="catalogue clips per query clip")
-    p.add_argument("--vote-weight", type=float, default=None, help="weight of votes vs similarity, 0..1")
+    p.add_argument("--top-k-per-chunk", type=int, default=None,
+                   help="catalogue clips per query clip (default: query.top_k_per_chunk)")
+    p.add_argument("--vote-weight", type=float, default=None,
+                   help="weight of votes vs similarity, 0..1 (default: query.vote_weight)")
     p.add_argument("--exclude-self", action="store_true", help="leave out the catalogue track with the same bytes")
     p.add_argument("--json", action="store_true", help='print {"results": [...]} as JSON')
     p.set_defaults(handler=_run_query)
@@ -251,8 +253,13 @@ def _run_query(args: argparse.Namespace) -> int:
         if path.stat().st_size > cfg.query.max_query_bytes:
             raise AudioDecodeError(str(path), f"larger than query.max_query_bytes={cfg.query.max_query_bytes}")
     model = _load_search_model(cfg, args.model)
-    params = {"max_results": args.top, "top_k_per_chunk": args.top_k_per_chunk, "vote_weight": args.vote_weight}
-    params = {k: v for k, v in params.items() if v is not None}
+    # The defaults are this command's query.* settings (--conf, --set), not the model's logged ones.
+    q = cfg.query
+    params = {
+        "max_results": q.max_results if args.top is None else args.top,
+        "top_k_per_chunk": q.top_k_per_chunk if args.top_k_per_chunk is None else args.top_k_per_chunk,
+        "vote_weight": q.vote_weight if args.vote_weight is None else args.vote_weight,
+    }
     if args.exclude_self:
         params["exclude_track_ids"] = [query_track_id(path)]
     if args.text is not None:

@@ -1,0 +1,86 @@
+"""The ``soundalike_search`` pyfunc and ``soundalike query`` honour the ``query.*`` configuration.
+
+The model is the registered sample-catalogue model (``registered_search_model`` in conftest.py),
+or the same index logged again with other ``query.*`` settings; every query is real audio cut
+from the generated catalogue.
+"""
+
+from __future__ import annotations
+
+import base64
+import dataclasses
+import io
+import json
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import soundfile as sf
+
+mlflow = pytest.importorskip("mlflow")
+
+from conftest import LOCAL_CONF, melody  # noqa: E402
+from mlflow.exceptions import MlflowException  # noqa: E402
+from soundalike.audio import load_audio  # noqa: E402
+from soundalike.cli import main  # noqa: E402
+
+pytestmark = pytest.mark.slow
+
+
+def excerpt_wav(m, i: int, offset_s: float = 3.7, duration_s: float = 25.0) -> bytes:
+    wave = load_audio(m.root / m.meta[i].file, 44100, offset_s=offset_s, duration_s=duration_s)
+    buffer = io.BytesIO()
+    sf.write(buffer, wave, 44100, format="WAV", subtype="PCM_16")
+    return buffer.getvalue()
+
+
+def b64_frame(data: bytes) -> pd.DataFrame:
+    return pd.DataFrame({"audio_b64": [base64.b64encode(data).decode()]})
+
+
+@pytest.fixture(scope="module")
+def tight_model(registered_search_model):
+    """The sample index logged again with other query.* settings (20 clips per query clip: more songs)."""
+    from soundalike.mlflow_model import configure_mlflow, log_search_model
+
+    m = registered_search_model
+    cfg = dataclasses.replace(m.cfg, query=dataclasses.replace(m.cfg.query, max_results=3, max_query_seconds=120.0,
+                                                               vote_weight=0.5, top_k_per_chunk=20))
+    example = io.BytesIO()
+    sf.write(example, melody(8000, 6.0), 8000, format="WAV", subtype="PCM_16")
+    experiment_id = configure_mlflow(cfg)
+    with mlflow.start_run(experiment_id=experiment_id, run_name="tight"):
+        info = log_search_model(Path(cfg.workdir) / "index", cfg, example_audio=example.getvalue(),
+                                registered_model_name=None)
+    return info.model_uri, mlflow.pyfunc.load_model(info.model_uri)
+
+
+def test_signature_defaults_are_the_logged_query_config(tight_model):
+    uri, _ = tight_model
+    params = {p.name: p.default for p in mlflow.models.get_model_info(uri).signature.params.params}
+    assert params["max_results"] == 3
+    assert params["max_query_seconds"] == 120.0
+    assert params["vote_weight"] == 0.5
+    assert params["top_k_per_chunk"] == 20
+
+
+def test_a_request_without_params_runs_with_the_logged_query_config(registered_search_model, tight_model):
+    _, model = tight_model
+    frame = b64_frame(excerpt_wav(registered_search_model, 0))
+    # With the registered model's default max_results (10) this query ranks more than 3 songs.
+    assert len(registered_search_model.model.predict(frame, params={"top_k_per_chunk": 20})[0]["results"]) > 3
+    out = model.predict(frame)[0]
+    assert 1 <= len(out["results"]) <= 3
+    assert len(model.predict(frame, params={"max_results": 5})[0]["results"]) > 3
+    with pytest.raises(MlflowException, match=r"max_query_seconds must be in \[1, 120\]"):
+        model.predict(frame, params={"max_query_seconds": 200.0})
+
+
+def test_cli_query_top_defaults_to_the_commands_query_max_results(registered_search_model, capsys):
+    m = registered_search_model
+    args = ["query", str(m.root / m.meta[1].file), "--conf", str(LOCAL_CONF), "--json", "--top-k-per-chunk", "20"]
+    args += [x for o in m.overrides for x in ("--set", o)]
+    assert main(args + ["--set", "query.max_results=2"]) == 0
+    assert len(json.loads(capsys.readouterr().out)["results"]) == 2
+    assert main(args + ["--set", "query.max_results=2", "--top", "4"]) == 0
+    assert len(json.loads(capsys.readouterr().out)["results"]) == 4
