@@ -13,6 +13,7 @@ import io
 import json
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 import soundfile as sf
@@ -84,3 +85,29 @@ def test_cli_query_top_defaults_to_the_commands_query_max_results(registered_sea
     assert len(json.loads(capsys.readouterr().out)["results"]) == 2
     assert main(args + ["--set", "query.max_results=2", "--top", "4"]) == 0
     assert len(json.loads(capsys.readouterr().out)["results"]) == 4
+
+
+def test_a_query_longer_than_max_query_seconds_is_refused_before_it_is_decoded(registered_search_model,
+                                                                                tight_model, monkeypatch):
+    import soundalike.search
+
+    m = registered_search_model
+    frame = b64_frame(excerpt_wav(m, 0, offset_s=0.0, duration_s=25.0))
+    with pytest.raises(MlflowException, match=r"query row 0: the query is 25\.0 s long.*max_query_seconds=20"):
+        m.model.predict(frame, params={"max_query_seconds": 20.0})
+    assert m.model.predict(frame, params={"max_query_seconds": 25.0})[0]["query_seconds"] == pytest.approx(25.0)
+
+    # 130 s of audio against the model's own query.max_query_seconds=120: refused from the header.
+    _, model = tight_model
+    wave = load_audio(m.root / m.meta[0].file, 8000)
+    long = io.BytesIO()
+    sf.write(long, np.tile(wave, int(np.ceil(130 * 8000 / wave.shape[0])))[: 130 * 8000], 8000, format="WAV",
+             subtype="PCM_16")
+
+    def no_decoding(*args, **kwargs):
+        raise AssertionError("a query over the limit was decoded")
+
+    monkeypatch.setattr(soundalike.search, "extract_track", no_decoding)
+    monkeypatch.setattr(soundalike.search, "load_audio", no_decoding)
+    with pytest.raises(MlflowException, match=r"the query is 130\.0 s long; .*max_query_seconds=120 s are refused"):
+        model.predict(b64_frame(long.getvalue()))
