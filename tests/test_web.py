@@ -85,6 +85,22 @@ def test_excerpt_upload_finds_its_source_with_scores_and_matched_clips(served):
     assert [r["combined_score"] for r in out["results"]] == [r["combined_score"] for r in direct["results"]]
 
 
+def test_search_answer_keeps_the_excerpts_landmark_match_and_identification(fingerprinted_search_model):
+    """The web answer is the ``soundalike query --json`` shape: ``match`` per song and ``identified``."""
+    m = fingerprinted_search_model
+    client = TestClient(create_app(m.cfg, LocalBackend(m.model, m.uri)))
+    query = excerpt_wav(m, 2, offset_s=6.3, duration_s=15.0)
+    out = search(client, query).json()
+    direct = m.model.predict(pd.DataFrame({"audio_b64": [base64.b64encode(query).decode()]}))[0]
+    assert direct["identified"] is not None and direct["identified"]["track_id"] == track_id(m, 2)
+    assert out["identified"] == direct["identified"]
+    assert [r["match"] for r in out["results"]] == [r["match"] for r in direct["results"]]
+    top = out["results"][0]["match"]
+    assert top["confident"] is True and set(top) == {"offset_s", "aligned_hits", "query_hashes", "hit_ratio",
+                                                      "peak_share", "speed", "confident"}
+    assert "identified" in client.get("/openapi.json").json()["components"]["schemas"]["SearchResult"]["properties"]
+
+
 def test_params_and_exclude_self_reach_the_model(served):
     m, _, client = served
     data = track_bytes(m, 1)
