@@ -100,3 +100,27 @@ def test_cli_reports_bad_input_as_one_line(tmp_path, capsys):
     assert main(["compare", str(bogus), str(bogus)]) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "notes.mp3" in err and err.startswith("soundalike compare: error:")
+
+
+def test_a_short_track_is_compared_over_its_real_audio_not_padding(write_audio):
+    """Two unrelated 6 s tracks score the same whatever --seconds says: no padding frames count."""
+    sr = 22050
+    a = write_audio("a6.wav", melody(sr, 6.0, seed=31), sr)
+    b = write_audio("b6.wav", melody(sr, 6.0, seed=32, note_s=0.6), sr)
+    own_length = compare_files(a, b, seconds=6, sr=sr)
+    longer = compare_files(a, b, seconds=15, sr=sr)
+    assert longer.frames == own_length.frames == 6 * sr // 512 + 1
+    assert longer.mean_cosine == pytest.approx(own_length.mean_cosine, abs=1e-6)
+    assert longer.mean_cosine < 0.6
+
+
+def test_align_finds_an_excerpt_deep_inside_a_longer_track(write_audio):
+    """The overlap rule counts the excerpt's real length, so a 10 s excerpt at 25 s of 40 s is found."""
+    sr = 22050
+    wave = melody(sr, 40.0, seed=12)
+    full = write_audio("full.wav", wave, sr)
+    excerpt = write_audio("excerpt.wav", wave[25 * sr : 35 * sr], sr)
+    result = compare_files(full, excerpt, seconds=40, sr=sr, align=True)
+    assert abs(result.offset_s + 25.0) <= 512 / sr
+    assert result.mean_cosine > 0.97
+    assert result.frames == pytest.approx(10 * sr / 512, abs=2)

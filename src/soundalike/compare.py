@@ -1,9 +1,10 @@
 """Pairwise comparison of two tracks: frame-wise cosine similarity of log-mel spectrograms.
 
-The method: decode both tracks to mono at one sample rate, take a fixed duration (trimmed or
-zero-padded), compute log-mel spectrograms in dB, normalise each spectrogram to zero mean and
-unit variance, and take the cosine similarity of each pair of time-aligned frames; the score is
-the mean over frames, and the per-frame values are the timeline.
+The method: decode both tracks to mono at one sample rate, take at most a fixed duration of
+each (a shorter track is compared over its own length, never padded), compute log-mel
+spectrograms in dB, normalise each spectrogram to zero mean and unit variance, and take the
+cosine similarity of each pair of time-aligned frames of real audio; the score is the mean over
+frames, and the per-frame values are the timeline.
 
 Beyond the plain method, ``align=True`` searches the time offset of B against A that maximises
 the mean cosine (cross-correlation of the normalised frames via FFT, so whole tracks stay cheap)
@@ -98,8 +99,10 @@ def compare_files(
     ----------
     a, b : path or bytes
     seconds : float
-        Compare ``seconds`` of each track (shorter ones are zero-padded);
-        ``0`` compares the whole tracks.
+        Compare at most ``seconds`` of each track; ``0`` compares the whole tracks. A shorter
+        track is not padded: only frames of real audio in both are compared (padding frames
+        would match each other perfectly and inflate the score), and with ``align`` the
+        overlap rule counts its real length.
     sr : int
         Sample rate both are decoded at, Hz.
     align, max_offset_s, params
@@ -114,7 +117,7 @@ def compare_files(
     wave_b = load_audio(b, sr, offset_s=start_b_s, duration_s=duration)
     if duration is not None:
         n = int(round(duration * sr))
-        wave_a, wave_b = _fit(wave_a, n), _fit(wave_b, n)
+        wave_a, wave_b = wave_a[:n], wave_b[:n]
     return compare_waves(wave_a, wave_b, sr, align=align, max_offset_s=max_offset_s, params=params)
 
 
@@ -178,13 +181,6 @@ def compare_waves(
         sample_rate_hz=int(sr),
         hop_length=params.hop_length,
     )
-
-
-def _fit(wave: np.ndarray, n: int) -> np.ndarray:
-    """Trim or zero-pad ``wave`` to exactly ``n`` samples."""
-    if wave.shape[0] >= n:
-        return wave[:n]
-    return np.pad(wave, (0, n - wave.shape[0]))
 
 
 def _unit_frames(mel_db: np.ndarray) -> np.ndarray:

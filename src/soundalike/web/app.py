@@ -232,7 +232,7 @@ def create_app(cfg: Config, backend: SearchBackend) -> FastAPI:
         a: UploadFile = File(description="track A"),
         b: UploadFile = File(description="track B"),
         seconds: float = Form(15.0, gt=0, le=cfg.web.max_compare_seconds,
-                              description="compare this many seconds of each (shorter is zero-padded)"),
+                              description="compare at most this many seconds of each (a shorter track over its own length)"),
         start_a_s: float = Form(0.0, ge=0, description="where A's compared stretch starts, seconds"),
         start_b_s: float = Form(0.0, ge=0, description="where B's compared stretch starts, seconds"),
         align: bool = Form(True, description="find the offset of B that maximises similarity"),
