@@ -124,3 +124,30 @@ def test_align_finds_an_excerpt_deep_inside_a_longer_track(write_audio):
     assert abs(result.offset_s + 25.0) <= 512 / sr
     assert result.mean_cosine > 0.97
     assert result.frames == pytest.approx(10 * sr / 512, abs=2)
+
+
+@pytest.mark.parametrize("options, message", [
+    (["--max-offset", "nan", "--align"], "max_offset_s must be a number >= 0"),
+    (["--fmax", "nan", "--json"], "fmax_hz must be numbers"),
+    (["--seconds", "nan"], "seconds must be a number >= 0"),
+    (["--seconds", "inf"], "seconds must be a number >= 0"),
+    (["--plot", "x.foo"], "name a .png file"),
+    (["--plot", "/proc/nope/x.png"], "cannot write the plot to /proc/nope/x.png"),
+])
+def test_cli_bad_options_are_one_line_errors_with_exit_2(song, options, message, capsys):
+    path, _, _ = song
+    assert main(["compare", str(path), str(path), *options]) == 2
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    err = captured.err.strip()
+    assert len(err.splitlines()) == 1 and err.startswith("soundalike compare: error:") and message in err, err
+
+
+def test_cli_plot_without_suffix_reports_the_png_it_wrote(song, tmp_path, capsys, monkeypatch):
+    path, _, _ = song
+    monkeypatch.chdir(tmp_path)
+    assert main(["compare", str(path), str(path), "--json", "--plot", "plotnoext", "--max-offset", "inf",
+                 "--align"]) == 0
+    payload = json.loads(capsys.readouterr().out)
+    assert payload["plot"] == "plotnoext.png" and (tmp_path / "plotnoext.png").read_bytes()[:4] == b"\x89PNG"
+    assert not (tmp_path / "plotnoext").exists() and payload["offset_s"] == 0.0

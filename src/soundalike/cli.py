@@ -55,7 +55,8 @@ def _compare_parser(sub: argparse._SubParsersAction) -> None:
                    help="with --align: largest offset searched (default: any with 50%% overlap)")
     p.add_argument("--fmax", type=float, default=16000.0, metavar="HZ",
                    help="highest mel band edge, capped at Nyquist (default: %(default)s)")
-    p.add_argument("--plot", metavar="PNG", help="write spectrograms and the similarity curve to this PNG")
+    p.add_argument("--plot", metavar="PNG",
+                   help="write spectrograms and the similarity curve to this PNG (.png is added to a name without one)")
     p.add_argument("--json", action="store_true", help="print the result as JSON")
     p.set_defaults(handler=_run_compare)
 
@@ -63,8 +64,9 @@ def _compare_parser(sub: argparse._SubParsersAction) -> None:
 def _run_compare(args: argparse.Namespace) -> int:
     import dataclasses
 
-    from soundalike.compare import COMPARE_MEL, compare_files, plot_comparison
+    from soundalike.compare import COMPARE_MEL, compare_files, plot_comparison, plot_path
 
+    plot = plot_path(args.plot) if args.plot else None  # a bad name fails before the decoding
     result = compare_files(
         args.a,
         args.b,
@@ -74,18 +76,18 @@ def _run_compare(args: argparse.Namespace) -> int:
         max_offset_s=args.max_offset,
         params=dataclasses.replace(COMPARE_MEL, fmax_hz=args.fmax),
     )
-    if args.plot:
-        plot_comparison(result, args.plot, label_a=args.a, label_b=args.b)
+    if plot is not None:
+        plot = plot_comparison(result, plot, label_a=args.a, label_b=args.b)
     if args.json:
         payload = result.to_json()
-        if args.plot:
-            payload["plot"] = str(args.plot)
+        if plot is not None:
+            payload["plot"] = str(plot)
         _print_json(payload)
     else:
         offset = f", B offset {result.offset_s:+.3f} s" if args.align else ""
         print(f"mean cosine {result.mean_cosine:.4f} over {result.frames} frames{offset}")
-        if args.plot:
-            print(f"plot written to {args.plot}")
+        if plot is not None:
+            print(f"plot written to {plot}")
     return 0
 
 
