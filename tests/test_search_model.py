@@ -111,3 +111,28 @@ def test_a_query_longer_than_max_query_seconds_is_refused_before_it_is_decoded(r
     monkeypatch.setattr(soundalike.search, "load_audio", no_decoding)
     with pytest.raises(MlflowException, match=r"the query is 130\.0 s long; .*max_query_seconds=120 s are refused"):
         model.predict(b64_frame(long.getvalue()))
+
+
+@pytest.mark.parametrize("setting", ["mlflow.model_name=no_such_model", "mlflow.model_name=no_champion"])
+def test_serve_without_a_champion_is_one_line_exit_2_and_starts_no_server(registered_search_model, setting,
+                                                                          monkeypatch, capsys):
+    import subprocess
+
+    m = registered_search_model
+    if setting.endswith("no_champion"):
+        from soundalike.mlflow_model import configure_mlflow
+
+        configure_mlflow(m.cfg)
+        client = mlflow.MlflowClient()
+        if not client.search_registered_models(filter_string="name = 'no_champion'"):
+            client.create_registered_model("no_champion")
+
+    def no_server(*args, **kwargs):
+        raise AssertionError("a server was started")
+
+    monkeypatch.setattr(subprocess, "call", no_server)
+    args = ["serve", "--conf", str(LOCAL_CONF)] + [x for o in m.overrides + [setting] for x in ("--set", o)]
+    assert main(args) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and err.startswith("soundalike serve: error: cannot serve model models:/")
+    assert ("not found" in err) and "soundalike pipeline" in err, err

@@ -400,10 +400,11 @@ def _serve(args: argparse.Namespace) -> int:
 
     from soundalike.config import load_config
     from soundalike.mlflow_model import configure_mlflow
-    from soundalike.serving import serve_command, serve_env
+    from soundalike.serving import check_model_uri, serve_command, serve_env
 
     cfg = load_config(args.conf, args.overrides)
     configure_mlflow(cfg)
+    check_model_uri(f"models:/{cfg.mlflow.model_name}@champion")  # one line and exit 2, not the server's traceback
     return subprocess.call(serve_command(cfg, host=args.host, port=args.port, workers=args.workers), env=serve_env())
 
 
