@@ -370,6 +370,23 @@ def test_remote_backend_forwards_to_a_serving_endpoint(served):
         assert clip.status_code == 200 and sf.info(io.BytesIO(clip.content)).duration == pytest.approx(10.0)
 
 
+def test_remote_backend_refusals_are_the_models_own_short_message(served):
+    """MLflow's server wraps a refusal in "Failed to predict data '<the whole input>'"; the app
+    answers with the model's message alone, as the local backend does, never the user's base64."""
+    from mlflow.pyfunc import scoring_server
+
+    m, _, local_client = served
+    with serve_in_thread(scoring_server.init(m.model)) as (host, port):
+        client = TestClient(create_app(m.cfg, RemoteBackend(f"http://{host}:{port}/invocations", None, clip_s=10.0)))
+        for data, form in [(b"not audio at all, " * 40, {}), (excerpt_wav(m, 1), {"max_results": 0})]:
+            remote, local = search(client, data, **form), search(local_client, data, **form)
+            assert remote.status_code == local.status_code == 400
+            detail = remote.json()["detail"]
+            assert detail == local.json()["detail"]
+            assert base64.b64encode(data).decode()[:40] not in detail and "Failed to predict" not in detail
+            assert len(detail) < 300, detail
+
+
 def backend_tracks(m) -> pd.DataFrame:
     return pd.DataFrame({"track_id": [track_id(m, i) for i in range(len(m.meta))],
                          "path": [str(m.root / t.file) for t in m.meta]})
