@@ -136,3 +136,14 @@ def test_serve_without_a_champion_is_one_line_exit_2_and_starts_no_server(regist
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and err.startswith("soundalike serve: error: cannot serve model models:/")
     assert ("not found" in err) and "soundalike pipeline" in err, err
+
+
+def test_names_outside_the_signature_are_dropped_and_a_row_without_audio_or_text_is_refused(registered_search_model):
+    """What README says of served requests: MLflow drops unknown params and columns before predict."""
+    m = registered_search_model
+    frame = b64_frame(excerpt_wav(m, 0))
+    plain = m.model.predict(frame, params={"max_results": 2})[0]["results"]
+    extra = m.model.predict(frame.assign(junk=[1]), params={"max_results": 2, "max_resluts": 1})[0]["results"]
+    assert [r["track_id"] for r in extra] == [r["track_id"] for r in plain] and len(plain) == 2
+    with pytest.raises(MlflowException, match=r"audio_b64 .* or path; got none of them \(columns with other names"):
+        m.model.predict(pd.DataFrame({"junk": ["x"]}))

@@ -75,11 +75,15 @@ class SoundalikeSearchModel(mlflow.pyfunc.PythonModel if mlflow else object):
     def predict(self, context, model_input: pd.DataFrame, params: dict[str, Any] | None = None) -> list[dict]:
         if not isinstance(model_input, pd.DataFrame):
             raise bad_request(f"input must be a table of queries, got {type(model_input).__name__}")
+        # Through MLflow (served, or a loaded PyFuncModel) columns and params the signature does not
+        # name are dropped before predict runs, so the unknown-name checks here and in _clean_params
+        # only catch direct calls; served, a request with none of the columns arrives with none.
         unknown = [c for c in model_input.columns if c not in INPUT_COLUMNS]
         if unknown or not any(c in model_input.columns for c in INPUT_COLUMNS):
             raise bad_request(
                 "input columns must be audio_b64 (base64 audio bytes), text (a description) or path; "
-                f"got {list(model_input.columns)}"
+                + (f"got {list(model_input.columns)}" if len(model_input.columns)
+                   else "got none of them (columns with other names are dropped)")
             )
         if len(model_input) == 0:
             raise bad_request("input holds no query rows")
