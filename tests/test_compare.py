@@ -1,4 +1,5 @@
 import json
+import os
 
 import numpy as np
 import pytest
@@ -151,3 +152,14 @@ def test_cli_plot_without_suffix_reports_the_png_it_wrote(song, tmp_path, capsys
     payload = json.loads(capsys.readouterr().out)
     assert payload["plot"] == "plotnoext.png" and (tmp_path / "plotnoext.png").read_bytes()[:4] == b"\x89PNG"
     assert not (tmp_path / "plotnoext").exists() and payload["offset_s"] == 0.0
+
+
+def test_compare_reads_files_whose_names_are_not_utf8(song, tmp_path, capsys):
+    path, _, _ = song
+    odd = tmp_path / os.fsdecode(b"caf\xe9 \xff.wav")  # Latin-1 bytes: not valid UTF-8
+    odd.write_bytes(path.read_bytes())
+    assert compare_files(path, odd, seconds=5).mean_cosine == pytest.approx(1.0, abs=1e-5)
+    png = tmp_path / "odd.png"
+    assert main(["compare", str(odd), str(path), "--seconds", "5", "--json", "--plot", str(png)]) == 0
+    assert json.loads(capsys.readouterr().out)["mean_cosine"] == pytest.approx(1.0, abs=1e-5)
+    assert png.read_bytes()[:4] == b"\x89PNG"

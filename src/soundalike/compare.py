@@ -285,4 +285,6 @@ def plot_comparison(
 
 
 def _short(label: str, limit: int = 60) -> str:
+    # A file name that is not valid UTF-8 holds surrogate escapes, which fonts cannot draw.
+    label = label.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
     return label if len(label) <= limit else "…" + label[-(limit - 1):]
