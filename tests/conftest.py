@@ -127,3 +127,32 @@ def registered_search_model(tmp_path_factory):
     uri = register_search_model(tracks, cfg, work / "index")
     return types.SimpleNamespace(cfg=cfg, overrides=overrides, root=root, meta=meta, uri=uri,
                                  model=mlflow.pyfunc.load_model(uri))
+
+
+@pytest.fixture(scope="session")
+def fingerprinted_search_model(registered_search_model, tmp_path_factory):
+    """The registered sample catalogue's index with its landmark fingerprint index beside it.
+
+    The pipeline's index stage writes both; ``register_search_model`` writes only the clip
+    index. Logged (not registered) as its own pyfunc; a namespace like
+    ``registered_search_model``'s, with this model's ``uri`` and ``model``.
+    """
+    import types
+
+    import mlflow
+
+    from soundalike.checksums import sha256_file
+    from soundalike.fingerprint import build_fingerprint_index
+    from soundalike.mlflow_model import configure_mlflow, log_search_model
+
+    m = registered_search_model
+    index_dir = tmp_path_factory.mktemp("fp_index") / "index"
+    shutil.copytree(Path(m.cfg.workdir) / "index", index_dir)
+    sources = {sha256_file(m.root / t.file): m.root / t.file for t in m.meta}
+    build_fingerprint_index(sources, m.cfg.fingerprint).save(index_dir)
+    example = io.BytesIO()
+    sf.write(example, melody(8000, 6.0), 8000, format="WAV", subtype="PCM_16")
+    experiment_id = configure_mlflow(m.cfg)
+    with mlflow.start_run(experiment_id=experiment_id, run_name="index+fingerprints"):
+        info = log_search_model(index_dir, m.cfg, example_audio=example.getvalue(), registered_model_name=None)
+    return types.SimpleNamespace(**{**vars(m), "uri": info.model_uri, "model": mlflow.pyfunc.load_model(info.model_uri)})

@@ -1,4 +1,5 @@
 import json
+import os
 
 import numpy as np
 import pytest
@@ -100,3 +101,65 @@ def test_cli_reports_bad_input_as_one_line(tmp_path, capsys):
     assert main(["compare", str(bogus), str(bogus)]) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "notes.mp3" in err and err.startswith("soundalike compare: error:")
+
+
+def test_a_short_track_is_compared_over_its_real_audio_not_padding(write_audio):
+    """Two unrelated 6 s tracks score the same whatever --seconds says: no padding frames count."""
+    sr = 22050
+    a = write_audio("a6.wav", melody(sr, 6.0, seed=31), sr)
+    b = write_audio("b6.wav", melody(sr, 6.0, seed=32, note_s=0.6), sr)
+    own_length = compare_files(a, b, seconds=6, sr=sr)
+    longer = compare_files(a, b, seconds=15, sr=sr)
+    assert longer.frames == own_length.frames == 6 * sr // 512 + 1
+    assert longer.mean_cosine == pytest.approx(own_length.mean_cosine, abs=1e-6)
+    assert longer.mean_cosine < 0.6
+
+
+def test_align_finds_an_excerpt_deep_inside_a_longer_track(write_audio):
+    """The overlap rule counts the excerpt's real length, so a 10 s excerpt at 25 s of 40 s is found."""
+    sr = 22050
+    wave = melody(sr, 40.0, seed=12)
+    full = write_audio("full.wav", wave, sr)
+    excerpt = write_audio("excerpt.wav", wave[25 * sr : 35 * sr], sr)
+    result = compare_files(full, excerpt, seconds=40, sr=sr, align=True)
+    assert abs(result.offset_s + 25.0) <= 512 / sr
+    assert result.mean_cosine > 0.97
+    assert result.frames == pytest.approx(10 * sr / 512, abs=2)
+
+
+@pytest.mark.parametrize("options, message", [
+    (["--max-offset", "nan", "--align"], "max_offset_s must be a number >= 0"),
+    (["--fmax", "nan", "--json"], "fmax_hz must be numbers"),
+    (["--seconds", "nan"], "seconds must be a number >= 0"),
+    (["--seconds", "inf"], "seconds must be a number >= 0"),
+    (["--plot", "x.foo"], "name a .png file"),
+    (["--plot", "/proc/nope/x.png"], "cannot write the plot to /proc/nope/x.png"),
+])
+def test_cli_bad_options_are_one_line_errors_with_exit_2(song, options, message, capsys):
+    path, _, _ = song
+    assert main(["compare", str(path), str(path), *options]) == 2
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    err = captured.err.strip()
+    assert len(err.splitlines()) == 1 and err.startswith("soundalike compare: error:") and message in err, err
+
+
+def test_cli_plot_without_suffix_reports_the_png_it_wrote(song, tmp_path, capsys, monkeypatch):
+    path, _, _ = song
+    monkeypatch.chdir(tmp_path)
+    assert main(["compare", str(path), str(path), "--json", "--plot", "plotnoext", "--max-offset", "inf",
+                 "--align"]) == 0
+    payload = json.loads(capsys.readouterr().out)
+    assert payload["plot"] == "plotnoext.png" and (tmp_path / "plotnoext.png").read_bytes()[:4] == b"\x89PNG"
+    assert not (tmp_path / "plotnoext").exists() and payload["offset_s"] == 0.0
+
+
+def test_compare_reads_files_whose_names_are_not_utf8(song, tmp_path, capsys):
+    path, _, _ = song
+    odd = tmp_path / os.fsdecode(b"caf\xe9 \xff.wav")  # Latin-1 bytes: not valid UTF-8
+    odd.write_bytes(path.read_bytes())
+    assert compare_files(path, odd, seconds=5).mean_cosine == pytest.approx(1.0, abs=1e-5)
+    png = tmp_path / "odd.png"
+    assert main(["compare", str(odd), str(path), "--seconds", "5", "--json", "--plot", str(png)]) == 0
+    assert json.loads(capsys.readouterr().out)["mean_cosine"] == pytest.approx(1.0, abs=1e-5)
+    assert png.read_bytes()[:4] == b"\x89PNG"

@@ -85,6 +85,22 @@ def test_excerpt_upload_finds_its_source_with_scores_and_matched_clips(served):
     assert [r["combined_score"] for r in out["results"]] == [r["combined_score"] for r in direct["results"]]
 
 
+def test_search_answer_keeps_the_excerpts_landmark_match_and_identification(fingerprinted_search_model):
+    """The web answer is the ``soundalike query --json`` shape: ``match`` per song and ``identified``."""
+    m = fingerprinted_search_model
+    client = TestClient(create_app(m.cfg, LocalBackend(m.model, m.uri)))
+    query = excerpt_wav(m, 2, offset_s=6.3, duration_s=15.0)
+    out = search(client, query).json()
+    direct = m.model.predict(pd.DataFrame({"audio_b64": [base64.b64encode(query).decode()]}))[0]
+    assert direct["identified"] is not None and direct["identified"]["track_id"] == track_id(m, 2)
+    assert out["identified"] == direct["identified"]
+    assert [r["match"] for r in out["results"]] == [r["match"] for r in direct["results"]]
+    top = out["results"][0]["match"]
+    assert top["confident"] is True and set(top) == {"offset_s", "aligned_hits", "query_hashes", "hit_ratio",
+                                                      "peak_share", "speed", "confident"}
+    assert "identified" in client.get("/openapi.json").json()["components"]["schemas"]["SearchResult"]["properties"]
+
+
 def test_params_and_exclude_self_reach_the_model(served):
     m, _, client = served
     data = track_bytes(m, 1)
@@ -352,6 +368,23 @@ def test_remote_backend_forwards_to_a_serving_endpoint(served):
         with_files = RemoteBackend(backend.url, None, clip_s=10.0, catalogue=Catalogue(tracks))
         clip = TestClient(create_app(m.cfg, with_files)).get(f"/api/clips/{track_id(m, 1)}/audio")
         assert clip.status_code == 200 and sf.info(io.BytesIO(clip.content)).duration == pytest.approx(10.0)
+
+
+def test_remote_backend_refusals_are_the_models_own_short_message(served):
+    """MLflow's server wraps a refusal in "Failed to predict data '<the whole input>'"; the app
+    answers with the model's message alone, as the local backend does, never the user's base64."""
+    from mlflow.pyfunc import scoring_server
+
+    m, _, local_client = served
+    with serve_in_thread(scoring_server.init(m.model)) as (host, port):
+        client = TestClient(create_app(m.cfg, RemoteBackend(f"http://{host}:{port}/invocations", None, clip_s=10.0)))
+        for data, form in [(b"not audio at all, " * 40, {}), (excerpt_wav(m, 1), {"max_results": 0})]:
+            remote, local = search(client, data, **form), search(local_client, data, **form)
+            assert remote.status_code == local.status_code == 400
+            detail = remote.json()["detail"]
+            assert detail == local.json()["detail"]
+            assert base64.b64encode(data).decode()[:40] not in detail and "Failed to predict" not in detail
+            assert len(detail) < 300, detail
 
 
 def backend_tracks(m) -> pd.DataFrame:

@@ -270,10 +270,14 @@ def _libsndfile_opens(source: AudioSource) -> bool:
     return True
 
 
-def _as_soundfile_input(source: AudioSource) -> Union[str, BinaryIO]:
+def _as_soundfile_input(source: AudioSource) -> Union[str, bytes, BinaryIO]:
     if isinstance(source, (bytes, bytearray, memoryview)):
         return io.BytesIO(bytes(source))
-    return os.fspath(source)
+    if os.name == "nt":  # soundfile opens str paths with the wide-character API there
+        return os.fspath(source)
+    # The file system's own bytes: soundfile encodes a str path as strict UTF-8, which fails for
+    # a name that is not valid UTF-8 (Python holds its bytes as surrogate escapes).
+    return os.fsencode(source)
 
 
 def _libsndfile_reason(exc: Exception) -> str:

@@ -55,7 +55,8 @@ def _compare_parser(sub: argparse._SubParsersAction) -> None:
                    help="with --align: largest offset searched (default: any with 50%% overlap)")
     p.add_argument("--fmax", type=float, default=16000.0, metavar="HZ",
                    help="highest mel band edge, capped at Nyquist (default: %(default)s)")
-    p.add_argument("--plot", metavar="PNG", help="write spectrograms and the similarity curve to this PNG")
+    p.add_argument("--plot", metavar="PNG",
+                   help="write spectrograms and the similarity curve to this PNG (.png is added to a name without one)")
     p.add_argument("--json", action="store_true", help="print the result as JSON")
     p.set_defaults(handler=_run_compare)
 
@@ -63,8 +64,9 @@ def _compare_parser(sub: argparse._SubParsersAction) -> None:
 def _run_compare(args: argparse.Namespace) -> int:
     import dataclasses
 
-    from soundalike.compare import COMPARE_MEL, compare_files, plot_comparison
+    from soundalike.compare import COMPARE_MEL, compare_files, plot_comparison, plot_path
 
+    plot = plot_path(args.plot) if args.plot else None  # a bad name fails before the decoding
     result = compare_files(
         args.a,
         args.b,
@@ -74,18 +76,18 @@ def _run_compare(args: argparse.Namespace) -> int:
         max_offset_s=args.max_offset,
         params=dataclasses.replace(COMPARE_MEL, fmax_hz=args.fmax),
     )
-    if args.plot:
-        plot_comparison(result, args.plot, label_a=args.a, label_b=args.b)
+    if plot is not None:
+        plot = plot_comparison(result, plot, label_a=args.a, label_b=args.b)
     if args.json:
         payload = result.to_json()
-        if args.plot:
-            payload["plot"] = str(args.plot)
+        if plot is not None:
+            payload["plot"] = str(plot)
         _print_json(payload)
     else:
         offset = f", B offset {result.offset_s:+.3f} s" if args.align else ""
         print(f"mean cosine {result.mean_cosine:.4f} over {result.frames} frames{offset}")
-        if args.plot:
-            print(f"plot written to {args.plot}")
+        if plot is not None:
+            print(f"plot written to {plot}")
     return 0
 
 
@@ -221,8 +223,10 @@ def _query_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--model", default=None, metavar="URI",
                    help="MLflow model URI (default: models:/<mlflow.model_name>@champion)")
     p.add_argument("--top", type=int, default=None, help="songs to return (default: query.max_results)")
-    p.add_argument("--top-k-per-chunk", type=int, default=None, help="catalogue clips per query clip")
-    p.add_argument("--vote-weight", type=float, default=None, help="weight of votes vs similarity, 0..1")
+    p.add_argument("--top-k-per-chunk", type=int, default=None,
+                   help="catalogue clips per query clip (default: query.top_k_per_chunk)")
+    p.add_argument("--vote-weight", type=float, default=None,
+                   help="weight of votes vs similarity, 0..1 (default: query.vote_weight)")
     p.add_argument("--exclude-self", action="store_true", help="leave out the catalogue track with the same bytes")
     p.add_argument("--json", action="store_true", help='print {"results": [...]} as JSON')
     p.set_defaults(handler=_run_query)
@@ -251,8 +255,13 @@ def _run_query(args: argparse.Namespace) -> int:
         if path.stat().st_size > cfg.query.max_query_bytes:
             raise AudioDecodeError(str(path), f"larger than query.max_query_bytes={cfg.query.max_query_bytes}")
     model = _load_search_model(cfg, args.model)
-    params = {"max_results": args.top, "top_k_per_chunk": args.top_k_per_chunk, "vote_weight": args.vote_weight}
-    params = {k: v for k, v in params.items() if v is not None}
+    # The defaults are this command's query.* settings (--conf, --set), not the model's logged ones.
+    q = cfg.query
+    params = {
+        "max_results": q.max_results if args.top is None else args.top,
+        "top_k_per_chunk": q.top_k_per_chunk if args.top_k_per_chunk is None else args.top_k_per_chunk,
+        "vote_weight": q.vote_weight if args.vote_weight is None else args.vote_weight,
+    }
     if args.exclude_self:
         params["exclude_track_ids"] = [query_track_id(path)]
     if args.text is not None:
@@ -391,10 +400,11 @@ def _serve(args: argparse.Namespace) -> int:
 
     from soundalike.config import load_config
     from soundalike.mlflow_model import configure_mlflow
-    from soundalike.serving import serve_command, serve_env
+    from soundalike.serving import check_model_uri, serve_command, serve_env
 
     cfg = load_config(args.conf, args.overrides)
     configure_mlflow(cfg)
+    check_model_uri(f"models:/{cfg.mlflow.model_name}@champion")  # one line and exit 2, not the server's traceback
     return subprocess.call(serve_command(cfg, host=args.host, port=args.port, workers=args.workers), env=serve_env())
 
 

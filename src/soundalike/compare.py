@@ -1,9 +1,10 @@
 """Pairwise comparison of two tracks: frame-wise cosine similarity of log-mel spectrograms.
 
-The method: decode both tracks to mono at one sample rate, take a fixed duration (trimmed or
-zero-padded), compute log-mel spectrograms in dB, normalise each spectrogram to zero mean and
-unit variance, and take the cosine similarity of each pair of time-aligned frames; the score is
-the mean over frames, and the per-frame values are the timeline.
+The method: decode both tracks to mono at one sample rate, take at most a fixed duration of
+each (a shorter track is compared over its own length, never padded), compute log-mel
+spectrograms in dB, normalise each spectrogram to zero mean and unit variance, and take the
+cosine similarity of each pair of time-aligned frames of real audio; the score is the mean over
+frames, and the per-frame values are the timeline.
 
 Beyond the plain method, ``align=True`` searches the time offset of B against A that maximises
 the mean cosine (cross-correlation of the normalised frames via FFT, so whole tracks stay cheap)
@@ -19,6 +20,7 @@ Examples
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -98,8 +100,10 @@ def compare_files(
     ----------
     a, b : path or bytes
     seconds : float
-        Compare ``seconds`` of each track (shorter ones are zero-padded);
-        ``0`` compares the whole tracks.
+        Compare at most ``seconds`` of each track; ``0`` compares the whole tracks. A shorter
+        track is not padded: only frames of real audio in both are compared (padding frames
+        would match each other perfectly and inflate the score), and with ``align`` the
+        overlap rule counts its real length.
     sr : int
         Sample rate both are decoded at, Hz.
     align, max_offset_s, params
@@ -107,14 +111,14 @@ def compare_files(
     start_a_s, start_b_s : float
         Where in each track the compared stretch starts, seconds (e.g. a matched clip's start).
     """
-    if seconds < 0:
-        raise ParameterError(f"seconds must be >= 0 (0 = whole track), got {seconds}")
+    if not math.isfinite(seconds) or seconds < 0:
+        raise ParameterError(f"seconds must be a number >= 0 (0 = whole track), got {seconds}")
     duration = seconds if seconds > 0 else None
     wave_a = load_audio(a, sr, offset_s=start_a_s, duration_s=duration)
     wave_b = load_audio(b, sr, offset_s=start_b_s, duration_s=duration)
     if duration is not None:
         n = int(round(duration * sr))
-        wave_a, wave_b = _fit(wave_a, n), _fit(wave_b, n)
+        wave_a, wave_b = wave_a[:n], wave_b[:n]
     return compare_waves(wave_a, wave_b, sr, align=align, max_offset_s=max_offset_s, params=params)
 
 
@@ -138,7 +142,7 @@ def compare_waves(
     align : bool
         Search the offset of B against A that maximises the mean cosine.
     max_offset_s : float or None
-        Largest offset searched, seconds; ``None`` allows any offset that keeps
+        Largest offset searched, seconds; ``None`` (or infinity) allows any offset that keeps
         ``min_overlap`` of the shorter track overlapping.
     min_overlap : float
         Smallest fraction (0, 1] of the shorter spectrogram's frames that must overlap.
@@ -146,8 +150,10 @@ def compare_waves(
     """
     if not 0 < min_overlap <= 1:
         raise ParameterError(f"min_overlap must be in (0, 1], got {min_overlap}")
-    if max_offset_s is not None and max_offset_s < 0:
-        raise ParameterError(f"max_offset_s must be >= 0, got {max_offset_s}")
+    if max_offset_s is not None and (math.isnan(max_offset_s) or max_offset_s < 0):
+        raise ParameterError(f"max_offset_s must be a number >= 0, got {max_offset_s}")
+    if max_offset_s is not None and math.isinf(max_offset_s):
+        max_offset_s = None
     mel_a = log_mel(wave_a, sr, params).numpy()
     mel_b = log_mel(wave_b, sr, params).numpy()
     unit_a, unit_b = _unit_frames(mel_a), _unit_frames(mel_b)
@@ -180,13 +186,6 @@ def compare_waves(
     )
 
 
-def _fit(wave: np.ndarray, n: int) -> np.ndarray:
-    """Trim or zero-pad ``wave`` to exactly ``n`` samples."""
-    if wave.shape[0] >= n:
-        return wave[:n]
-    return np.pad(wave, (0, n - wave.shape[0]))
-
-
 def _unit_frames(mel_db: np.ndarray) -> np.ndarray:
     """Z-score the whole spectrogram, then scale each frame (column) to unit length."""
     z = (mel_db - mel_db.mean()) / (mel_db.std() + 1e-8)
@@ -208,6 +207,24 @@ def _best_lag(unit_a: np.ndarray, unit_b: np.ndarray, *, min_overlap: float, max
     return int(lags[int(np.argmax(score))])
 
 
+def plot_path(path: str | Path) -> Path:
+    """The PNG file :func:`plot_comparison` writes for ``path``: ``.png`` is added to a name without one.
+
+    Raises
+    ------
+    ParameterError
+        ``path`` is a directory or ends in another suffix than ``.png``.
+    """
+    path = Path(path)
+    if path.is_dir():
+        raise ParameterError(f"the plot path {path} is a directory; name a .png file")
+    if not path.suffix:
+        return path.with_name(path.name + ".png")
+    if path.suffix.lower() != ".png":
+        raise ParameterError(f"the plot is a PNG: name a .png file, got {str(path)!r}")
+    return path
+
+
 def plot_comparison(
     result: Comparison,
     path: str | Path,
@@ -217,11 +234,16 @@ def plot_comparison(
 ) -> Path:
     """Write a PNG: both mel spectrograms side by side, the similarity curve under them.
 
-    Returns the path written.
+    Returns the path written (``path``, with ``.png`` added when it has no suffix).
+
+    Raises
+    ------
+    ParameterError
+        ``path`` names no PNG (see :func:`plot_path`), or it cannot be written.
     """
     from matplotlib.figure import Figure  # no pyplot: no global state, safe in servers
 
-    path = Path(path)
+    path = plot_path(path)
     fig = Figure(figsize=(13, 7), layout="constrained")
     grid = fig.add_gridspec(2, 2, height_ratios=[3, 2])
     hop_s = result.hop_length / result.sample_rate_hz
@@ -254,10 +276,15 @@ def plot_comparison(
     ax.set_title(f"frame-wise mel cosine similarity ({result.frames} frames{offset})")
     ax.legend(loc="lower right")
     ax.grid(alpha=0.3)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=100)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fig.savefig(path, dpi=100, format="png")
+    except OSError as exc:
+        raise ParameterError(f"cannot write the plot to {path}: {exc.strerror or exc}") from None
     return path
 
 
 def _short(label: str, limit: int = 60) -> str:
+    # A file name that is not valid UTF-8 holds surrogate escapes, which fonts cannot draw.
+    label = label.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
     return label if len(label) <= limit else "…" + label[-(limit - 1):]

@@ -50,6 +50,8 @@ class MelParams:
     def __post_init__(self) -> None:
         if self.n_fft < 16 or self.hop_length < 1 or self.n_mels < 1:
             raise ParameterError(f"invalid mel parameters: {self}")
+        if np.isnan(self.fmin_hz) or (self.fmax_hz is not None and np.isnan(self.fmax_hz)):
+            raise ParameterError(f"fmin_hz and fmax_hz must be numbers, got {self.fmin_hz} and {self.fmax_hz}")
         if self.fmax_hz is not None and self.fmax_hz <= self.fmin_hz:
             raise ParameterError(f"fmax_hz ({self.fmax_hz}) must exceed fmin_hz ({self.fmin_hz})")
 

@@ -10,7 +10,8 @@ embedder with a text tower, ``clap``) — or, only where the loader allowed it (
 key ``allowed_path_root``; never when served), ``path`` to a file under that root. Each row gives
 exactly one of them.
 Params: ``max_results``, ``top_k_per_chunk``, ``vote_weight``, ``exclude_track_ids``,
-``max_query_seconds``. Response: one object per row, ``{"results": [...], ...}``.
+``max_query_seconds``; their defaults (the signature's) are the logged config's ``query.*``
+values (:func:`param_defaults`). Response: one object per row, ``{"results": [...], ...}``.
 """
 
 from __future__ import annotations
@@ -26,17 +27,11 @@ from typing import Any
 
 import pandas as pd
 
-from soundalike.config import Config, config_from_dict, config_to_dict
+from soundalike.config import Config, QueryConfig, config_from_dict, config_to_dict
 from soundalike.errors import ConfigError, SoundalikeError
 
 INPUT_COLUMNS = ("audio_b64", "path", "text")
-PARAM_DEFAULTS = {
-    "max_results": 10,
-    "top_k_per_chunk": 5,
-    "vote_weight": 0.2,
-    "exclude_track_ids": [""],
-    "max_query_seconds": 600.0,
-}
+PARAM_NAMES = ("max_results", "top_k_per_chunk", "vote_weight", "exclude_track_ids", "max_query_seconds")
 
 try:  # MLflow is a dependency of the serving shell only; the core never imports this module.
     import mlflow
@@ -80,11 +75,15 @@ class SoundalikeSearchModel(mlflow.pyfunc.PythonModel if mlflow else object):
     def predict(self, context, model_input: pd.DataFrame, params: dict[str, Any] | None = None) -> list[dict]:
         if not isinstance(model_input, pd.DataFrame):
             raise bad_request(f"input must be a table of queries, got {type(model_input).__name__}")
+        # Through MLflow (served, or a loaded PyFuncModel) columns and params the signature does not
+        # name are dropped before predict runs, so the unknown-name checks here and in _clean_params
+        # only catch direct calls; served, a request with none of the columns arrives with none.
         unknown = [c for c in model_input.columns if c not in INPUT_COLUMNS]
         if unknown or not any(c in model_input.columns for c in INPUT_COLUMNS):
             raise bad_request(
                 "input columns must be audio_b64 (base64 audio bytes), text (a description) or path; "
-                f"got {list(model_input.columns)}"
+                + (f"got {list(model_input.columns)}" if len(model_input.columns)
+                   else "got none of them (columns with other names are dropped)")
             )
         if len(model_input) == 0:
             raise bad_request("input holds no query rows")
@@ -145,7 +144,7 @@ def _text(row: dict, i: int) -> str | None:
 
 
 def _clean_params(params: dict[str, Any]) -> dict[str, Any]:
-    known = set(PARAM_DEFAULTS)
+    known = set(PARAM_NAMES)
     unknown = set(params) - known
     if unknown:
         raise bad_request(f"unknown params: {', '.join(sorted(unknown))}; known: {', '.join(sorted(known))}")
@@ -216,7 +215,9 @@ def log_search_model(index_dir: str | os.PathLike, cfg: Config, *, example_audio
         artifacts["config"] = str(config_path)
         example = pd.DataFrame({"audio_b64": [base64.b64encode(example_audio).decode()]})
         # Every column optional: which one a row uses is checked in predict, with a clear message.
-        signature = infer_signature(example, None, params=PARAM_DEFAULTS)
+        # MLflow fills every param a request leaves out with the signature's default, so the
+        # defaults must be the logged config's query.* values, or the config would never apply.
+        signature = infer_signature(example, None, params=param_defaults(cfg.query))
         signature = ModelSignature(
             inputs=Schema([ColSpec("string", name, required=False) for name in INPUT_COLUMNS]),
             params=signature.params,
@@ -235,6 +236,33 @@ def log_search_model(index_dir: str | os.PathLike, cfg: Config, *, example_audio
             # paths stay disabled unless a local caller names a root.
             model_config={"allowed_path_root": "", "torch_threads": 1},
         )
+
+
+def param_defaults(query: QueryConfig) -> dict[str, Any]:
+    """The model signature's params and their defaults: the ``query`` settings the model is logged with.
+
+    MLflow gives ``predict`` every signature param, filling those a request leaves out with
+    these defaults, so they are the values a request without params runs with.
+
+    Parameters
+    ----------
+    query : QueryConfig
+
+    Returns
+    -------
+    dict
+        One entry per name in :data:`PARAM_NAMES`; ``exclude_track_ids`` is ``[""]`` (a list of
+        strings, which MLflow needs to infer the type; empty ids are dropped in ``predict``).
+    """
+    defaults = {
+        "max_results": int(query.max_results),
+        "top_k_per_chunk": int(query.top_k_per_chunk),
+        "vote_weight": float(query.vote_weight),
+        "exclude_track_ids": [""],
+        "max_query_seconds": float(query.max_query_seconds),
+    }
+    assert tuple(defaults) == PARAM_NAMES
+    return defaults
 
 
 def _weights_artifact(cfg: Config, staging: Path) -> tuple[Path, Config]:

@@ -29,7 +29,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from soundalike.audio import AudioSource, load_audio
+from soundalike.audio import AudioSource, load_audio, probe_audio
 from soundalike.checksums import sha256_file
 from soundalike.config import ClipsConfig, Config, FingerprintConfig, QueryConfig
 from soundalike.embedders import Embedder, create_embedder
@@ -49,6 +49,9 @@ MAX_RESULTS_LIMIT = 1000
 TOP_K_LIMIT = 1000
 #: Longest text query, characters (text towers read a few dozen tokens anyway).
 MAX_TEXT_CHARS = 1000
+#: A query whose header says at most this much over ``max_query_seconds`` is still taken (and
+#: cut to the limit): mp3 and ogg headers give estimates, and encoders pad a few milliseconds.
+QUERY_LENGTH_SLACK_S = 0.5
 
 
 @dataclass(frozen=True)
@@ -141,10 +144,25 @@ class Searcher:
             where each song has rank, track_id, path, title, tags, combined_score, votes,
             total_similarity, evidence (query_start_s, clip_start_s, distance, similarity) and,
             with a fingerprint index, ``match`` (see :func:`~soundalike.fusion.fuse_fingerprint`).
+
+        Raises
+        ------
+        ParameterError
+            A parameter out of range, or a recording longer than ``max_query_seconds`` (by its
+            header, before it is decoded).
+        AudioDecodeError
+            ``source`` is not audio, or holds less than ``clips.min_tail_s`` of it.
         """
         p = QueryParams.build(self.query_cfg, **params)
         timings = {}
         t0 = time.perf_counter()
+        # The header's length, before anything is decoded: a long recording is refused, not cut.
+        length_s = probe_audio(source).duration_s
+        if length_s > p.max_query_seconds + QUERY_LENGTH_SLACK_S:
+            raise ParameterError(
+                f"the query is {length_s:.1f} s long; queries longer than max_query_seconds="
+                f"{p.max_query_seconds:g} s are refused, send an excerpt of at most that length"
+            )
         clips = extract_track(source, self.embedder, self.clips_cfg, batch_size=self.batch_size,
                               max_seconds=p.max_query_seconds)
         timings["decode_embed"] = (time.perf_counter() - t0) * 1000

@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Iterator
 
 from soundalike.config import Config
-from soundalike.errors import SoundalikeError
+from soundalike.errors import ModelWeightsError, SoundalikeError
 
 
 @dataclasses.dataclass(frozen=True)
@@ -58,6 +58,30 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def check_model_uri(uri: str) -> None:
+    """Make sure ``uri`` names a model in the configured MLflow stores, before a server is started.
+
+    Reads only the model's ``MLmodel`` file. Call :func:`~soundalike.mlflow_model.configure_mlflow`
+    first.
+
+    Raises
+    ------
+    ModelWeightsError
+        No such registered model, alias (``@champion``), version, run or model directory.
+    """
+    import mlflow
+    from mlflow.exceptions import MlflowException
+
+    try:
+        mlflow.models.get_model_info(uri)
+    except (MlflowException, OSError) as exc:
+        first = (str(getattr(exc, "message", exc)).strip().splitlines() or [type(exc).__name__])[0]
+        raise ModelWeightsError(
+            f"cannot serve model {uri}: {first[:300]} (run `soundalike pipeline` first, which registers the "
+            "model and points its champion alias at it)"
+        ) from None
+
+
 def serve_command(cfg: Config, *, host: str, port: int, workers: int = 1, model_uri: str | None = None) -> list[str]:
     """The ``mlflow models serve`` command line for the champion model (or ``model_uri``)."""
     uri = model_uri or f"models:/{cfg.mlflow.model_name}@champion"
@@ -82,12 +106,15 @@ def local_server(cfg: Config, *, port: int | None = None, host: str = "127.0.0.1
 
     Raises
     ------
+    ModelWeightsError
+        The model URI does not resolve (see :func:`check_model_uri`); no server is started.
     SoundalikeError
         The server exited or did not answer within ``start_timeout_s`` (its log is quoted).
     """
     from soundalike.mlflow_model import configure_mlflow
 
     configure_mlflow(cfg)
+    check_model_uri(model_uri or f"models:/{cfg.mlflow.model_name}@champion")
     port = port or free_port()
     log = open(log_path, "w+") if log_path else subprocess.DEVNULL
     server = subprocess.Popen(serve_command(cfg, host=host, port=port, workers=workers, model_uri=model_uri),

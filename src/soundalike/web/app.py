@@ -64,6 +64,24 @@ class Match(BaseModel):
     distance: float = Field(description="cosine distance, 1 - similarity")
 
 
+class LandmarkMatch(BaseModel):
+    """A song's landmark (fingerprint) match with the query: where the query lies in that track."""
+
+    offset_s: float = Field(description="where the query starts in that track, seconds")
+    aligned_hits: int = Field(description="query landmarks that agree on that offset")
+    query_hashes: int = Field(description="landmarks of the query")
+    hit_ratio: float = Field(description="aligned_hits / query_hashes")
+    peak_share: float = Field(description="share of all the track's landmark matches at that offset")
+    speed: float = Field(description="speed factor of the query copy that matched (1.0: none)")
+    confident: bool = Field(description="a time-consistent match that identifies the recording")
+
+
+class Identified(LandmarkMatch):
+    """The confident top match: the recording the query was cut from."""
+
+    track_id: str
+
+
 class Song(BaseModel):
     """One ranked catalogue song."""
 
@@ -78,12 +96,15 @@ class Song(BaseModel):
     vote_score: float
     similarity_score: float
     evidence: list[Match]
+    match: LandmarkMatch | None = Field(None, description="landmark match with the query; null when none "
+                                                         "(absent for text queries and without a fingerprint index)")
 
 
 class SearchResult(BaseModel):
     """The model's answer to one query, as ``soundalike query --json`` prints it."""
 
     results: list[Song]
+    identified: Identified | None = Field(None, description="the confident top landmark match, or null")
     query_clips: int
     query_seconds: float
     query_text: str | None = None
@@ -211,7 +232,7 @@ def create_app(cfg: Config, backend: SearchBackend) -> FastAPI:
         a: UploadFile = File(description="track A"),
         b: UploadFile = File(description="track B"),
         seconds: float = Form(15.0, gt=0, le=cfg.web.max_compare_seconds,
-                              description="compare this many seconds of each (shorter is zero-padded)"),
+                              description="compare at most this many seconds of each (a shorter track over its own length)"),
         start_a_s: float = Form(0.0, ge=0, description="where A's compared stretch starts, seconds"),
         start_b_s: float = Form(0.0, ge=0, description="where B's compared stretch starts, seconds"),
         align: bool = Form(True, description="find the offset of B that maximises similarity"),

@@ -249,12 +249,24 @@ class RemoteBackend:
         return predictions
 
 
+#: MLflow's scoring server prefixes a refusal from predict with the whole input (the user's base64):
+#: ``Failed to predict data '<DataFrame>'. \nError: <the model's message>``.
+_MLFLOW_PREDICT_PREFIX = "Failed to predict data "
+_MLFLOW_ERROR_MARK = "\nError: "
+
+
 def _error_message(body: bytes) -> str:
-    """The ``message`` of a serving error body, or the body's start."""
+    """The model's own message in a serving error body (as the local backend gives it), or the body's start."""
     try:
         payload = json.loads(body)
     except (json.JSONDecodeError, UnicodeDecodeError):
         return body[:500].decode("utf-8", "replace").strip() or "no message"
     if isinstance(payload, dict) and isinstance(payload.get("message"), str):
-        return payload["message"]
+        message = payload["message"]
+        if message.startswith(_MLFLOW_PREDICT_PREFIX) and _MLFLOW_ERROR_MARK in message:
+            # The model's messages hold no newline, so the last mark starts the model's own words.
+            message = message.rpartition(_MLFLOW_ERROR_MARK)[2]
+        elif message.startswith(_MLFLOW_PREDICT_PREFIX):
+            message = "the serving endpoint could not answer the query"
+        return message[:2000]
     return json.dumps(payload)[:500]

@@ -1,0 +1,149 @@
+"""The ``soundalike_search`` pyfunc and ``soundalike query`` honour the ``query.*`` configuration.
+
+The model is the registered sample-catalogue model (``registered_search_model`` in conftest.py),
+or the same index logged again with other ``query.*`` settings; every query is real audio cut
+from the generated catalogue.
+"""
+
+from __future__ import annotations
+
+import base64
+import dataclasses
+import io
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import soundfile as sf
+
+mlflow = pytest.importorskip("mlflow")
+
+from conftest import LOCAL_CONF, melody  # noqa: E402
+from mlflow.exceptions import MlflowException  # noqa: E402
+from soundalike.audio import load_audio  # noqa: E402
+from soundalike.cli import main  # noqa: E402
+
+pytestmark = pytest.mark.slow
+
+
+def excerpt_wav(m, i: int, offset_s: float = 3.7, duration_s: float = 25.0) -> bytes:
+    wave = load_audio(m.root / m.meta[i].file, 44100, offset_s=offset_s, duration_s=duration_s)
+    buffer = io.BytesIO()
+    sf.write(buffer, wave, 44100, format="WAV", subtype="PCM_16")
+    return buffer.getvalue()
+
+
+def b64_frame(data: bytes) -> pd.DataFrame:
+    return pd.DataFrame({"audio_b64": [base64.b64encode(data).decode()]})
+
+
+@pytest.fixture(scope="module")
+def tight_model(registered_search_model):
+    """The sample index logged again with other query.* settings (20 clips per query clip: more songs)."""
+    from soundalike.mlflow_model import configure_mlflow, log_search_model
+
+    m = registered_search_model
+    cfg = dataclasses.replace(m.cfg, query=dataclasses.replace(m.cfg.query, max_results=3, max_query_seconds=120.0,
+                                                               vote_weight=0.5, top_k_per_chunk=20))
+    example = io.BytesIO()
+    sf.write(example, melody(8000, 6.0), 8000, format="WAV", subtype="PCM_16")
+    experiment_id = configure_mlflow(cfg)
+    with mlflow.start_run(experiment_id=experiment_id, run_name="tight"):
+        info = log_search_model(Path(cfg.workdir) / "index", cfg, example_audio=example.getvalue(),
+                                registered_model_name=None)
+    return info.model_uri, mlflow.pyfunc.load_model(info.model_uri)
+
+
+def test_signature_defaults_are_the_logged_query_config(tight_model):
+    uri, _ = tight_model
+    params = {p.name: p.default for p in mlflow.models.get_model_info(uri).signature.params.params}
+    assert params["max_results"] == 3
+    assert params["max_query_seconds"] == 120.0
+    assert params["vote_weight"] == 0.5
+    assert params["top_k_per_chunk"] == 20
+
+
+def test_a_request_without_params_runs_with_the_logged_query_config(registered_search_model, tight_model):
+    _, model = tight_model
+    frame = b64_frame(excerpt_wav(registered_search_model, 0))
+    # With the registered model's default max_results (10) this query ranks more than 3 songs.
+    assert len(registered_search_model.model.predict(frame, params={"top_k_per_chunk": 20})[0]["results"]) > 3
+    out = model.predict(frame)[0]
+    assert 1 <= len(out["results"]) <= 3
+    assert len(model.predict(frame, params={"max_results": 5})[0]["results"]) > 3
+    with pytest.raises(MlflowException, match=r"max_query_seconds must be in \[1, 120\]"):
+        model.predict(frame, params={"max_query_seconds": 200.0})
+
+
+def test_cli_query_top_defaults_to_the_commands_query_max_results(registered_search_model, capsys):
+    m = registered_search_model
+    args = ["query", str(m.root / m.meta[1].file), "--conf", str(LOCAL_CONF), "--json", "--top-k-per-chunk", "20"]
+    args += [x for o in m.overrides for x in ("--set", o)]
+    assert main(args + ["--set", "query.max_results=2"]) == 0
+    assert len(json.loads(capsys.readouterr().out)["results"]) == 2
+    assert main(args + ["--set", "query.max_results=2", "--top", "4"]) == 0
+    assert len(json.loads(capsys.readouterr().out)["results"]) == 4
+
+
+def test_a_query_longer_than_max_query_seconds_is_refused_before_it_is_decoded(registered_search_model,
+                                                                                tight_model, monkeypatch):
+    import soundalike.search
+
+    m = registered_search_model
+    frame = b64_frame(excerpt_wav(m, 0, offset_s=0.0, duration_s=25.0))
+    with pytest.raises(MlflowException, match=r"query row 0: the query is 25\.0 s long.*max_query_seconds=20"):
+        m.model.predict(frame, params={"max_query_seconds": 20.0})
+    assert m.model.predict(frame, params={"max_query_seconds": 25.0})[0]["query_seconds"] == pytest.approx(25.0)
+
+    # 130 s of audio against the model's own query.max_query_seconds=120: refused from the header.
+    _, model = tight_model
+    wave = load_audio(m.root / m.meta[0].file, 8000)
+    long = io.BytesIO()
+    sf.write(long, np.tile(wave, int(np.ceil(130 * 8000 / wave.shape[0])))[: 130 * 8000], 8000, format="WAV",
+             subtype="PCM_16")
+
+    def no_decoding(*args, **kwargs):
+        raise AssertionError("a query over the limit was decoded")
+
+    monkeypatch.setattr(soundalike.search, "extract_track", no_decoding)
+    monkeypatch.setattr(soundalike.search, "load_audio", no_decoding)
+    with pytest.raises(MlflowException, match=r"the query is 130\.0 s long; .*max_query_seconds=120 s are refused"):
+        model.predict(b64_frame(long.getvalue()))
+
+
+@pytest.mark.parametrize("setting", ["mlflow.model_name=no_such_model", "mlflow.model_name=no_champion"])
+def test_serve_without_a_champion_is_one_line_exit_2_and_starts_no_server(registered_search_model, setting,
+                                                                          monkeypatch, capsys):
+    import subprocess
+
+    m = registered_search_model
+    if setting.endswith("no_champion"):
+        from soundalike.mlflow_model import configure_mlflow
+
+        configure_mlflow(m.cfg)
+        client = mlflow.MlflowClient()
+        if not client.search_registered_models(filter_string="name = 'no_champion'"):
+            client.create_registered_model("no_champion")
+
+    def no_server(*args, **kwargs):
+        raise AssertionError("a server was started")
+
+    monkeypatch.setattr(subprocess, "call", no_server)
+    args = ["serve", "--conf", str(LOCAL_CONF)] + [x for o in m.overrides + [setting] for x in ("--set", o)]
+    assert main(args) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and err.startswith("soundalike serve: error: cannot serve model models:/")
+    assert ("not found" in err) and "soundalike pipeline" in err, err
+
+
+def test_names_outside_the_signature_are_dropped_and_a_row_without_audio_or_text_is_refused(registered_search_model):
+    """What README says of served requests: MLflow drops unknown params and columns before predict."""
+    m = registered_search_model
+    frame = b64_frame(excerpt_wav(m, 0))
+    plain = m.model.predict(frame, params={"max_results": 2})[0]["results"]
+    extra = m.model.predict(frame.assign(junk=[1]), params={"max_results": 2, "max_resluts": 1})[0]["results"]
+    assert [r["track_id"] for r in extra] == [r["track_id"] for r in plain] and len(plain) == 2
+    with pytest.raises(MlflowException, match=r"audio_b64 .* or path; got none of them \(columns with other names"):
+        m.model.predict(pd.DataFrame({"junk": ["x"]}))
