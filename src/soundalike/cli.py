@@ -153,7 +153,7 @@ def _stage_parser(sub: argparse._SubParsersAction, name: str, help_text: str) ->
 def _pipeline_parsers(sub: argparse._SubParsersAction) -> None:
     p = _stage_parser(sub, "pipeline", "run the catalogue pipeline stages in order (local Spark + Delta)")
     p.add_argument("--stages", type=lambda s: [x.strip() for x in s.split(",") if x.strip()], default=None,
-                   help="comma-separated subset of stages (default: all)")
+                   help="comma-separated subset of stages (default: all; an empty list is an error)")
     _stage_parser(sub, "ingest", "scan the catalogue into the tracks table (incremental)")
     _stage_parser(sub, "embed", "cut, flag and embed new tracks into the clips and embeddings tables")
     _stage_parser(sub, "index", "build the FAISS clip index and log it as an MLflow run")
