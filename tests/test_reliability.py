@@ -194,6 +194,19 @@ def test_a_second_run_on_the_same_work_dir_fails_clearly_while_the_first_holds_i
         pass
 
 
+def test_a_duplicates_run_is_refused_while_a_pipeline_run_holds_the_work_dir(tmp_path, capsys):
+    """`soundalike duplicates` (and jobs/duplicates.py, which calls it) writes the fingerprints
+    table as the index stage does: it takes the same lock, before starting Spark."""
+    overrides = [f"workdir={tmp_path / 'work'}", f"catalogue.path={tmp_path}", "tables.schema=lock_dups_test"]
+    cfg = load_config(CONF, overrides)
+    args = ["duplicates", "--conf", str(CONF), "--json"] + [a for o in overrides for a in ("--set", o)]
+    with pipeline_lock(cfg):
+        assert main(args) == 2
+    out = capsys.readouterr()
+    assert "soundalike duplicates: error: another pipeline run is using work dir" in out.err
+    assert out.out == "" and not (tmp_path / "work" / "warehouse").exists()  # refused before any Spark work
+
+
 def test_an_index_build_that_fails_half_way_is_never_registered(hostile, hostile_run, monkeypatch):
     """The index run is FAILED, not FINISHED, when its artifacts cannot all be logged; register
     keeps serving the previous index."""

@@ -175,12 +175,15 @@ def _run_duplicates(args: argparse.Namespace) -> int:
     from soundalike.config import load_config
     from soundalike.duplicates import report
     from soundalike_pipelines.duplicates import read_duplicates, run_duplicates
+    from soundalike_pipelines.lock import pipeline_lock
     from soundalike_pipelines.session import get_spark
 
     cfg = load_config(args.conf, args.overrides)
-    spark = get_spark(cfg)
-    summary = run_duplicates(cfg, spark, progress=not args.json)
-    pairs = read_duplicates(spark, cfg)
+    # It writes the fingerprints table as the pipeline's index stage does: one run per work dir.
+    with pipeline_lock(cfg):
+        spark = get_spark(cfg)
+        summary = run_duplicates(cfg, spark, progress=not args.json)
+        pairs = read_duplicates(spark, cfg)
     if args.json:
         _print_json({"summary": summary.to_json(), "pairs": pairs})
     else:
