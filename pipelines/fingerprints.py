@@ -72,8 +72,11 @@ def update_fingerprints(spark: SparkSession, cfg: Config) -> tuple[list[str], li
     if todo:
         frame = spark.createDataFrame([(t, live[t]) for t in todo], "track_id string, path string")
         parts = max(1, min(len(todo), spark.sparkContext.defaultParallelism * 4))
-        made = frame.repartition(parts).mapInPandas(_fingerprint_batches(config_to_dict(cfg), settings), _OUT)
-        upsert(spark, name, made.withColumn("created_at", F.current_timestamp()), keys=("track_id",))
+        # Checkpointed: every track is decoded once, and the count and MERGE below cannot re-trigger it.
+        made = (frame.repartition(parts).mapInPandas(_fingerprint_batches(config_to_dict(cfg), settings), _OUT)
+                .localCheckpoint(eager=True))
+        upsert(spark, name, made.withColumn("created_at", F.current_timestamp()), keys=("track_id",),
+               count=made.count())
     return todo, removed
 
 

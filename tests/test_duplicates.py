@@ -297,3 +297,70 @@ def test_duplicates_stage_is_incremental_and_forgets_removed_tracks(tmp_path):
     assert main(args + ["--json"]) == 0
     assert main(args) == 0
     shutil.rmtree(tmp_path / "work", ignore_errors=True)
+
+
+def count_fingerprinted(monkeypatch, log: Path) -> None:
+    """Append the track id of every row a Spark worker is handed to fingerprint to ``log``.
+
+    Wraps :func:`soundalike_pipelines.fingerprints._fingerprint_batches` on the driver: the
+    function it returns is pickled to the Python workers, so the count is taken where the
+    decoding happens (a patch of the decoder itself would not reach them).
+    """
+    from soundalike_pipelines import fingerprints
+
+    original = fingerprints._fingerprint_batches
+
+    def counting(cfg_dict, settings):
+        run = original(cfg_dict, settings)
+
+        def counted(batches):
+            for pdf in batches:
+                with open(log, "a") as f:
+                    f.write("".join(f"{t}\n" for t in pdf["track_id"]))
+                yield from run(iter([pdf]))
+
+        return counted
+
+    monkeypatch.setattr(fingerprints, "_fingerprint_batches", counting)
+
+
+def fingerprint_catalogue(root: Path, schema: str, tmp_path: Path):
+    """Two short melodies in ``root`` (and what the caller put there), ingested: (cfg, spark, {name: track_id})."""
+    from conftest import melody
+    from soundalike.config import load_config
+    from soundalike_pipelines.ingest import run_ingest
+    from soundalike_pipelines.session import get_spark
+
+    root.mkdir(exist_ok=True)
+    sf.write(root / "one.wav", melody(22050, 12.0, seed=1), 22050)
+    sf.write(root / "two.flac", melody(22050, 14.0, seed=2), 22050)
+    conf = Path(__file__).resolve().parents[1] / "conf" / "local.yaml"
+    cfg = load_config(conf, [f"workdir={tmp_path / 'work'}", f"catalogue.path={root}", f"tables.schema={schema}",
+                             "spark.master=local[2]"])
+    spark = get_spark(cfg)
+    run_ingest(cfg, spark)
+    ids = {Path(r["path"]).name: r["track_id"] for r in spark.table(cfg.tables.name("tracks")).collect()}
+    return cfg, spark, ids
+
+
+def decoded_names(log: Path, ids: dict) -> list[str]:
+    """The file names :func:`count_fingerprinted` logged, sorted, one entry per decode."""
+    names = {v: k for k, v in ids.items()}
+    return sorted(names[t] for t in log.read_text().split()) if log.exists() else []
+
+
+@pytest.mark.slow
+def test_each_new_track_is_decoded_once_for_its_fingerprint(tmp_path, monkeypatch):
+    """The MERGE into fingerprints and the count before it once each ran the uncached
+    decode-and-fingerprint plan: every new track was decoded twice."""
+    pytest.importorskip("pyspark")
+    from soundalike_pipelines.duplicates import run_duplicates
+
+    cfg, spark, ids = fingerprint_catalogue(tmp_path / "cat", "fp_once_test", tmp_path)
+    log = tmp_path / "decoded.txt"
+    count_fingerprinted(monkeypatch, log)
+    summary = run_duplicates(cfg, spark)
+    assert decoded_names(log, ids) == ["one.wav", "two.flac"]
+    assert summary.new_tracks == 2
+    rows = spark.table(cfg.tables.name("fingerprints")).collect()
+    assert sorted(r["track_id"] for r in rows) == sorted(ids.values()) and all(len(r["hashes"]) for r in rows)
