@@ -89,14 +89,15 @@ def record_errors(
 ) -> int:
     """Record failures of ``stage`` in ``ingest_errors``; forget earlier ones of paths now fine.
 
-    ``bad`` has columns path, stage, error_class, message. Returns the number of bad rows.
+    ``bad`` has columns path, stage, error_class, message. Every row is written with ``seen_at``
+    now, even when the same error is already recorded: stages skip a path whose error is newer
+    than its ``tracks`` row, so a changed file that fails again the same way must not be retried
+    on every later run. (Callers pass only paths they tried.) Returns the number of bad rows.
     """
     name = cfg.tables.name("ingest_errors")
     bad = bad.dropDuplicates(["path", "stage"]).cache()
     n_bad = bad.count()
-    cols = ["path", "stage", "error_class", "message"]
-    changed = bad.join(spark.table(name).select(*cols), cols, "left_anti").withColumn("seen_at", F.current_timestamp())
-    upsert(spark, name, changed, keys=("path", "stage"))
+    upsert(spark, name, bad.withColumn("seen_at", F.current_timestamp()), keys=("path", "stage"), count=n_bad)
     fixed = (
         spark.table(name).where(F.col("stage") == stage).select("path")
         .join(clear_paths.select("path").distinct(), "path")
