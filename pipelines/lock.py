@@ -3,9 +3,10 @@
 Two runs writing the same tables would each MERGE correctly (Delta serialises commits), but their
 stages would interleave: one run's index could be built from the other's half-embedded catalogue.
 :func:`pipeline_lock` takes an exclusive ``flock`` on ``<workdir>/.pipeline.lock`` for the whole
-run; a second run fails at once with a message naming the holder. On Databricks the scheduled job
-has ``max_concurrent_runs: 1``; where the work dir's file system has no locks (some FUSE mounts),
-the lock is skipped with a warning and that setting is what protects the tables.
+run (``soundalike duplicates`` takes it too); a second run fails at once with a message naming
+the holder. On Databricks the scheduled job has ``max_concurrent_runs: 1``; where the work dir's
+file system has no locks (some FUSE mounts), the lock is skipped with a warning and that setting
+is what protects the tables.
 """
 
 from __future__ import annotations

@@ -28,13 +28,17 @@ STAGES: dict[str, Callable[[Config, SparkSession], object]] = {
 
 
 def run_pipeline(cfg: Config, stages: Sequence[str] | None = None, *, echo: Callable[[str], None] | None = None) -> dict:
-    """Run ``stages`` (default: all, in order) and return ``{stage: summary dict}``.
+    """Run ``stages`` (``None``: all, in order) and return ``{stage: summary dict}``.
+
+    An empty ``stages`` is a :class:`~soundalike.errors.ConfigError`, not "all".
 
     Holds the work dir's pipeline lock (:mod:`soundalike_pipelines.lock`) throughout: a second
     run on the same work dir fails at once with :class:`~soundalike_pipelines.lock.PipelineBusyError`.
     When ``ingest`` or ``embed`` ran, ``"catalogue"`` reports good / quarantined / skipped files.
     """
-    names = list(STAGES) if not stages else list(stages)
+    names = list(STAGES) if stages is None else list(stages)
+    if not names:  # e.g. --stages "": running everything (register included) is never what was meant
+        raise ConfigError(f"no stages given; name one or more of {', '.join(STAGES)}, or leave out --stages for all")
     unknown = [s for s in names if s not in STAGES]
     if unknown:
         raise ConfigError(f"unknown stage(s) {', '.join(unknown)}; stages: {', '.join(STAGES)}")

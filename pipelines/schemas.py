@@ -69,7 +69,7 @@ EMBEDDINGS = StructType(
 INGEST_ERRORS = StructType(
     [
         _f("path", StringType(), "the file that failed", False),
-        _f("stage", StringType(), "ingest or embed", False),
+        _f("stage", StringType(), "ingest, embed or fingerprint", False),
         _f("error_class", StringType(), "exception class"),
         _f("message", StringType(), "readable reason"),
         _f("seen_at", TimestampType(), "when the error was recorded"),

@@ -297,3 +297,132 @@ def test_duplicates_stage_is_incremental_and_forgets_removed_tracks(tmp_path):
     assert main(args + ["--json"]) == 0
     assert main(args) == 0
     shutil.rmtree(tmp_path / "work", ignore_errors=True)
+
+
+def count_fingerprinted(monkeypatch, log: Path) -> None:
+    """Append the track id of every row a Spark worker is handed to fingerprint to ``log``.
+
+    Wraps :func:`soundalike_pipelines.fingerprints._fingerprint_batches` on the driver: the
+    function it returns is pickled to the Python workers, so the count is taken where the
+    decoding happens (a patch of the decoder itself would not reach them).
+    """
+    from soundalike_pipelines import fingerprints
+
+    original = fingerprints._fingerprint_batches
+
+    def counting(cfg_dict, settings):
+        run = original(cfg_dict, settings)
+
+        def counted(batches):
+            for pdf in batches:
+                with open(log, "a") as f:
+                    f.write("".join(f"{t}\n" for t in pdf["track_id"]))
+                yield from run(iter([pdf]))
+
+        return counted
+
+    monkeypatch.setattr(fingerprints, "_fingerprint_batches", counting)
+
+
+def fingerprint_catalogue(root: Path, schema: str, tmp_path: Path):
+    """Two short melodies in ``root`` (and what the caller put there), ingested: (cfg, spark, {name: track_id})."""
+    from conftest import melody
+    from soundalike.config import load_config
+    from soundalike_pipelines.ingest import run_ingest
+    from soundalike_pipelines.session import get_spark
+
+    root.mkdir(exist_ok=True)
+    sf.write(root / "one.wav", melody(22050, 12.0, seed=1), 22050)
+    sf.write(root / "two.flac", melody(22050, 14.0, seed=2), 22050)
+    conf = Path(__file__).resolve().parents[1] / "conf" / "local.yaml"
+    cfg = load_config(conf, [f"workdir={tmp_path / 'work'}", f"catalogue.path={root}", f"tables.schema={schema}",
+                             "spark.master=local[2]"])
+    spark = get_spark(cfg)
+    run_ingest(cfg, spark)
+    ids = {Path(r["path"]).name: r["track_id"] for r in spark.table(cfg.tables.name("tracks")).collect()}
+    return cfg, spark, ids
+
+
+def decoded_names(log: Path, ids: dict) -> list[str]:
+    """The file names :func:`count_fingerprinted` logged, sorted, one entry per decode."""
+    names = {v: k for k, v in ids.items()}
+    return sorted(names[t] for t in log.read_text().split()) if log.exists() else []
+
+
+@pytest.mark.slow
+def test_each_new_track_is_decoded_once_for_its_fingerprint(tmp_path, monkeypatch):
+    """The MERGE into fingerprints and the count before it once each ran the uncached
+    decode-and-fingerprint plan: every new track was decoded twice."""
+    pytest.importorskip("pyspark")
+    from soundalike_pipelines.duplicates import run_duplicates
+
+    cfg, spark, ids = fingerprint_catalogue(tmp_path / "cat", "fp_once_test", tmp_path)
+    log = tmp_path / "decoded.txt"
+    count_fingerprinted(monkeypatch, log)
+    summary = run_duplicates(cfg, spark)
+    assert decoded_names(log, ids) == ["one.wav", "two.flac"]
+    assert summary.new_tracks == 2
+    rows = spark.table(cfg.tables.name("fingerprints")).collect()
+    assert sorted(r["track_id"] for r in rows) == sorted(ids.values()) and all(len(r["hashes"]) for r in rows)
+
+
+@pytest.mark.slow
+def test_an_undecodable_track_is_recorded_not_new_and_skipped_until_its_file_changes(tmp_path, monkeypatch):
+    """A file that ingest accepts but that cannot be decoded at 8 kHz (one sample at 22.05 kHz)
+    was left out of fingerprints yet reported as new on every run, decoded again each time."""
+    pytest.importorskip("pyspark")
+    import os
+
+    from conftest import melody
+    from soundalike_pipelines.duplicates import run_duplicates
+    from soundalike_pipelines.ingest import run_ingest
+
+    root = tmp_path / "cat"
+    root.mkdir()
+    bad = root / "one sample.wav"
+    sf.write(bad, np.array([0.25], np.float32), 22050, subtype="PCM_16")
+    cfg, spark, ids = fingerprint_catalogue(root, "fp_bad_test", tmp_path)
+    assert set(ids) == {"one.wav", "two.flac", "one sample.wav"}  # ingest accepts it
+    log = tmp_path / "decoded.txt"
+    count_fingerprinted(monkeypatch, log)
+
+    def versions() -> dict:
+        return {t: spark.sql(f"DESCRIBE HISTORY {cfg.tables.name(t)}").agg({"version": "max"}).first()[0]
+                for t in ("fingerprints", "duplicates", "ingest_errors")}
+
+    def fingerprint_errors() -> dict:
+        return {Path(r["path"]).name: r for r in spark.table(cfg.tables.name("ingest_errors")).collect()
+                if r["stage"] == "fingerprint"}
+
+    first = run_duplicates(cfg, spark)
+    assert first.new_tracks == 2 and decoded_names(log, ids) == ["one sample.wav", "one.wav", "two.flac"]
+    fingerprinted = {r["track_id"] for r in spark.table(cfg.tables.name("fingerprints")).collect()}
+    assert fingerprinted == {ids["one.wav"], ids["two.flac"]}
+    (error,) = fingerprint_errors().values()
+    assert error["path"] == str(bad.resolve()) and error["error_class"] == "AudioDecodeError"
+    assert "leave no audio at 8000 Hz" in error["message"]
+
+    before = versions()
+    again = run_duplicates(cfg, spark)
+    assert (again.new_tracks, again.pairs_written, again.pairs_deleted) == (0, 0, 0)
+    assert versions() == before and len(decoded_names(log, ids)) == 3  # not decoded again, nothing written
+
+    # Touched (same bytes, new mtime): re-ingested, so tried once more; it fails the same way,
+    # and its error's seen_at moves on so that it is skipped again from then on.
+    os.utime(bad, (bad.stat().st_atime, bad.stat().st_mtime + 10))
+    run_ingest(cfg, spark)
+    assert run_duplicates(cfg, spark).new_tracks == 0
+    assert decoded_names(log, ids).count("one sample.wav") == 2
+    assert fingerprint_errors()["one sample.wav"]["seen_at"] > error["seen_at"]
+    before = versions()
+    assert run_duplicates(cfg, spark).new_tracks == 0
+    assert versions() == before and len(decoded_names(log, ids)) == 4
+
+    # New bytes that decode: a new track, fingerprinted once, and the path's error is forgotten.
+    sf.write(bad, melody(22050, 10.0, seed=3), 22050)
+    run_ingest(cfg, spark)
+    ids["fixed"] = next(r["track_id"] for r in spark.table(cfg.tables.name("tracks")).collect()
+                        if r["path"] == str(bad.resolve()))
+    assert run_duplicates(cfg, spark).new_tracks == 1
+    assert decoded_names(log, ids).count("fixed") == 1 and len(decoded_names(log, ids)) == 5
+    assert fingerprint_errors() == {}

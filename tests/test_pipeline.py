@@ -299,3 +299,17 @@ def test_spark_submit_runs_a_job_given_the_delta_packages_and_says_so_without(ca
     assert done.returncode == 0, done.stdout[-3000:]
     summary = json.loads(done.stdout[re.search(r"^\{$", done.stdout, re.M).start():])  # --json: indented
     assert summary["ingest"]["upserted"] == 6 and summary["ingest"]["errors"] == 1  # the "mp3" of text
+
+
+@pytest.mark.parametrize("stages", ["", ",", " , "])
+def test_an_empty_stage_list_is_a_usage_error_and_runs_nothing(stages, tmp_path, capsys):
+    """`--stages ""` parses to no stage at all; it once meant "every stage", register included."""
+    from soundalike.cli import main
+
+    work = tmp_path / "work"
+    args = ["pipeline", "--conf", str(CONF), "--set", f"workdir={work}", "--set", f"catalogue.path={tmp_path}",
+            "--stages", stages]
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert "soundalike pipeline: error: no stages given" in err and "ingest, embed" in err
+    assert not work.exists()  # no lock taken, no Spark session, no table written

@@ -132,7 +132,10 @@ def test_hostile_catalogue_good_files_indexed_bad_ones_quarantined_with_reasons(
     assert status["skipped"] == len(skipped)
 
     spark = get_spark(cfg)
-    errors = {Path(r["path"]).name: r for r in spark.table(cfg.tables.name("ingest_errors")).collect()}
+    rows = spark.table(cfg.tables.name("ingest_errors")).collect()
+    errors = {Path(r["path"]).name: r for r in rows if r["stage"] != "fingerprint"}
+    # Files the index / duplicates stages cannot decode for landmarks are ones quarantined already.
+    assert {Path(r["path"]).name for r in rows if r["stage"] == "fingerprint"} <= set(bad)
     for name, reason in bad.items():
         assert name in errors, f"{name} is not in ingest_errors"
         assert errors[name]["stage"] in ("ingest", "embed") and errors[name]["message"]
@@ -192,6 +195,19 @@ def test_a_second_run_on_the_same_work_dir_fails_clearly_while_the_first_holds_i
             run_pipeline(cfg, ["ingest"])
     with pipeline_lock(cfg):  # released: taken again at once
         pass
+
+
+def test_a_duplicates_run_is_refused_while_a_pipeline_run_holds_the_work_dir(tmp_path, capsys):
+    """`soundalike duplicates` (and jobs/duplicates.py, which calls it) writes the fingerprints
+    table as the index stage does: it takes the same lock, before starting Spark."""
+    overrides = [f"workdir={tmp_path / 'work'}", f"catalogue.path={tmp_path}", "tables.schema=lock_dups_test"]
+    cfg = load_config(CONF, overrides)
+    args = ["duplicates", "--conf", str(CONF), "--json"] + [a for o in overrides for a in ("--set", o)]
+    with pipeline_lock(cfg):
+        assert main(args) == 2
+    out = capsys.readouterr()
+    assert "soundalike duplicates: error: another pipeline run is using work dir" in out.err
+    assert out.out == "" and not (tmp_path / "work" / "warehouse").exists()  # refused before any Spark work
 
 
 def test_an_index_build_that_fails_half_way_is_never_registered(hostile, hostile_run, monkeypatch):

@@ -155,7 +155,7 @@ def _stage_parser(sub: argparse._SubParsersAction, name: str, help_text: str) ->
 def _pipeline_parsers(sub: argparse._SubParsersAction) -> None:
     p = _stage_parser(sub, "pipeline", "run the catalogue pipeline stages in order (local Spark + Delta)")
     p.add_argument("--stages", type=lambda s: [x.strip() for x in s.split(",") if x.strip()], default=None,
-                   help="comma-separated subset of stages (default: all)")
+                   help="comma-separated subset of stages (default: all; an empty list is an error)")
     _stage_parser(sub, "ingest", "scan the catalogue into the tracks table (incremental)")
     _stage_parser(sub, "embed", "cut, flag and embed new tracks into the clips and embeddings tables")
     _stage_parser(sub, "index", "build the FAISS clip index and log it as an MLflow run")
@@ -177,12 +177,15 @@ def _run_duplicates(args: argparse.Namespace) -> int:
     from soundalike.config import load_config
     from soundalike.duplicates import report
     from soundalike_pipelines.duplicates import read_duplicates, run_duplicates
+    from soundalike_pipelines.lock import pipeline_lock
     from soundalike_pipelines.session import get_spark
 
     cfg = load_config(args.conf, args.overrides)
-    spark = get_spark(cfg)
-    summary = run_duplicates(cfg, spark, progress=not args.json)
-    pairs = read_duplicates(spark, cfg)
+    # It writes the fingerprints table as the pipeline's index stage does: one run per work dir.
+    with pipeline_lock(cfg):
+        spark = get_spark(cfg)
+        summary = run_duplicates(cfg, spark, progress=not args.json)
+        pairs = read_duplicates(spark, cfg)
     if args.json:
         _print_json({"summary": summary.to_json(), "pairs": pairs})
     else:
