@@ -1,15 +1,18 @@
 """Duplicates stage: which catalogue files are the same recording, an edit of one, or a version.
 
 Incremental: :func:`~soundalike_pipelines.fingerprints.update_fingerprints` fingerprints only new
-tracks; only pairs that involve a new track are computed (each new track against the whole
-catalogue, :func:`soundalike.duplicates.find_pairs`), and MERGEd into ``duplicates`` on
-``(track_a, track_b)``; pairs of removed tracks are deleted. ``exact`` pairs (files sharing a
+tracks; only pairs that involve a track not yet compared are computed (each such track against
+the whole catalogue, :func:`soundalike.duplicates.find_pairs`), and MERGEd into ``duplicates`` on
+``(track_a, track_b)``; pairs of removed tracks are deleted. Which tracks were compared, under
+which settings, is kept in ``duplicates_checked``: the index stage fingerprints new tracks too
+(it runs first in ``pipeline``), so "fingerprinted just now" cannot be what makes a track new. ``exact`` pairs (files sharing a
 ``track_id``) are re-derived from ``tracks`` on every run (no audio involved), and a pair whose
 file was renamed gets its new path. A run with nothing new writes nothing.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import time
 from dataclasses import dataclass
@@ -18,13 +21,13 @@ from functools import lru_cache
 from pyspark.sql import SparkSession
 from pyspark.sql import functions as F
 
-from soundalike.config import Config
+from soundalike.config import Config, config_to_dict
 from soundalike.duplicates import KINDS, exact_pairs, find_pairs
-from soundalike_pipelines.fingerprints import load_fingerprints, update_fingerprints
+from soundalike_pipelines.fingerprints import fingerprint_settings, load_fingerprints, update_fingerprints
 from soundalike_pipelines.schemas import DUPLICATES
 from soundalike_pipelines.session import ensure_tables, get_spark
 from soundalike_pipelines.summary import StageSummary
-from soundalike_pipelines.writes import upsert
+from soundalike_pipelines.writes import delete_where_key_in, upsert
 
 _ROW = "track_a string, track_b string, path_a string, path_b string, kind string, score double, " \
        "coverage double, offset_s double, evidence string"
@@ -48,7 +51,17 @@ def run_duplicates(cfg: Config, spark: SparkSession | None = None, *, progress: 
     spark = spark or get_spark(cfg)
     ensure_tables(spark, cfg)
     name = cfg.tables.name("duplicates")
-    new_ids, removed = update_fingerprints(spark, cfg)
+    _, removed = update_fingerprints(spark, cfg)
+    checked_name = cfg.tables.name("duplicates_checked")
+    settings = hashlib.sha256(json.dumps(
+        [config_to_dict(cfg.duplicates), fingerprint_settings(cfg.fingerprint)], sort_keys=True).encode()).hexdigest()[:16]
+    fp_settings = fingerprint_settings(cfg.fingerprint)
+    fingerprinted = {r["track_id"] for r in spark.table(cfg.tables.name("fingerprints"))
+                     .where(F.col("settings") == fp_settings).select("track_id").collect()}
+    checked = {r["track_id"]: r["settings"] for r in spark.table(checked_name).collect()}
+    new_ids = sorted(t for t in fingerprinted if checked.get(t) != settings)
+    gone = sorted(t for t in checked if t not in fingerprinted)
+    removed = sorted(set(removed) | set(gone))  # the index stage may have dropped their landmarks first
     paths: dict[str, list[str]] = {}
     for r in spark.table(cfg.tables.name("tracks")).select("track_id", "path").collect():
         paths.setdefault(r["track_id"], []).append(r["path"])
@@ -83,7 +96,8 @@ def run_duplicates(cfg: Config, spark: SparkSession | None = None, *, progress: 
             rows.append((key[0], key[1], first[key[0]], first[key[1]], r["kind"], r["score"], r["coverage"],
                          r["offset_s"], r["evidence"]))
     # Gone: pairs of removed or re-fingerprinted tracks, and exact groups down to one file.
-    stale = set(removed) | (set(new_ids) & {t for k in existing for t in k})
+    stale = set(removed) | (set(new_ids) & {t for k in existing for t in k}) | (
+        {t for k in existing for t in k} - set(first))
     exact_now = {(p.track_a, p.track_b) for p in exact_pairs(paths)}
     new_keys = {(r[0], r[1]) for r in rows}
     drop = [k for k, r in existing.items() if k not in new_keys and (
@@ -97,6 +111,13 @@ def run_duplicates(cfg: Config, spark: SparkSession | None = None, *, progress: 
         frame = spark.createDataFrame(rows, _ROW).withColumn("run_at", F.current_timestamp())
         upsert(spark, name, frame.select(*[f.name for f in DUPLICATES.fields]), keys=("track_a", "track_b"),
                count=len(rows))
+    if new_ids:  # after the pairs: a crash before this compares them again
+        frame = spark.createDataFrame([(t, settings) for t in new_ids], "track_id string, settings string")
+        upsert(spark, checked_name, frame.withColumn("checked_at", F.current_timestamp()), keys=("track_id",),
+               count=len(new_ids))
+    if gone:
+        delete_where_key_in(spark, checked_name, spark.createDataFrame([(t,) for t in gone], "track_id string"),
+                            key="track_id")
     counts = {k: 0 for k in KINDS}
     if rows or drop:
         for r in spark.table(name).groupBy("kind").count().collect():

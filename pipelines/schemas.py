@@ -103,6 +103,14 @@ DUPLICATES = StructType(
     ]
 )
 
+DUPLICATES_CHECKED = StructType(
+    [
+        _f("track_id", StringType(), "tracks.track_id", False),
+        _f("settings", StringType(), "hash of the duplicates and fingerprint settings it was compared under"),
+        _f("checked_at", TimestampType(), "when the track was compared with the catalogue"),
+    ]
+)
+
 #: Table key → (schema, natural key columns, table comment).
 TABLES = {
     "tracks": (TRACKS, ("path",), "Audio files of the catalogue, one row per path"),
@@ -111,6 +119,7 @@ TABLES = {
     "ingest_errors": (INGEST_ERRORS, ("path", "stage"), "Files that could not be ingested or embedded, and why"),
     "fingerprints": (FINGERPRINTS, ("track_id",), "Landmark fingerprints and pitch sequences per track"),
     "duplicates": (DUPLICATES, ("track_a", "track_b"), "Duplicate recordings and versions among the tracks"),
+    "duplicates_checked": (DUPLICATES_CHECKED, ("track_id",), "Tracks the duplicates stage has compared with the catalogue"),
 }
 
 

@@ -426,3 +426,37 @@ def test_an_undecodable_track_is_recorded_not_new_and_skipped_until_its_file_cha
     assert run_duplicates(cfg, spark).new_tracks == 1
     assert decoded_names(log, ids).count("fixed") == 1 and len(decoded_names(log, ids)) == 5
     assert fingerprint_errors() == {}
+
+
+def test_tracks_the_index_stage_fingerprinted_first_are_still_compared_and_forgotten(tmp_path):
+    """`pipeline` runs index (which fingerprints new tracks) before duplicates: a track must count
+    as new to the duplicates stage until it was compared, not until it was fingerprinted."""
+    pytest.importorskip("pyspark")
+    from soundalike.config import load_config
+    from soundalike_pipelines.duplicates import read_duplicates, run_duplicates
+    from soundalike_pipelines.fingerprints import update_fingerprints
+    from soundalike_pipelines.ingest import run_ingest
+    from soundalike_pipelines.session import get_spark
+
+    root = tmp_path / "cat"
+    tracks = generate_catalogue(root, n_tracks=6, seed=5, min_duration_s=30.0, max_duration_s=40.0,
+                                progress=False, plant_duplicates=True)
+    conf = Path(__file__).resolve().parents[1] / "conf" / "local.yaml"
+    cfg = load_config(conf, [f"workdir={tmp_path / 'work'}", f"catalogue.path={root}", "tables.schema=dups_order",
+                             "spark.master=local[2]"])
+    spark = get_spark(cfg)
+    run_ingest(cfg, spark)
+    update_fingerprints(spark, cfg)  # what the index stage does first
+    summary = run_duplicates(cfg, spark)
+    assert summary.new_tracks == len({content_id(root / t.file) for t in tracks})
+    pairs = read_duplicates(spark, cfg)
+    assert {"re-encode", "contained"} <= {p["kind"] for p in pairs}
+    assert run_duplicates(cfg, spark).new_tracks == 0
+
+    contained = next(p for p in pairs if p["kind"] == "contained")
+    Path(contained["path_a"]).unlink()
+    run_ingest(cfg, spark)
+    update_fingerprints(spark, cfg)  # the index stage drops its landmarks before duplicates runs
+    removed = run_duplicates(cfg, spark)
+    assert removed.removed_tracks == 1 and removed.pairs_deleted >= 1
+    assert not any(contained["track_a"] in (p["track_a"], p["track_b"]) for p in read_duplicates(spark, cfg))

@@ -317,6 +317,7 @@ class TablesConfig:
     ingest_errors: str = "ingest_errors"
     duplicates: str = "duplicates"
     fingerprints: str = "fingerprints"
+    duplicates_checked: str = "duplicates_checked"
 
     def name(self, table: str) -> str:
         """Fully qualified name of one of the tables, e.g. ``name("tracks")``."""
