@@ -460,3 +460,27 @@ def test_tracks_the_index_stage_fingerprinted_first_are_still_compared_and_forgo
     removed = run_duplicates(cfg, spark)
     assert removed.removed_tracks == 1 and removed.pairs_deleted >= 1
     assert not any(contained["track_a"] in (p["track_a"], p["track_b"]) for p in read_duplicates(spark, cfg))
+
+
+def test_the_demo_catalogues_ambient_pads_are_not_versions_and_its_takes_are(tmp_path):
+    """`make demo`'s catalogue (24 tracks, seed 0): three ambient pads with no shared melody
+    scored just above chance (above-chance 0.03-0.06 at significance ~4.5) and were reported as
+    versions at version_min_above_chance 0.0; its two alternate-take pairs stand at 7-8."""
+    from soundalike.audio import load_audio
+    from soundalike.config import DuplicatesConfig
+    from soundalike.duplicates import pitch_sequence, symmetric_version_score
+
+    root = tmp_path / "demo"
+    tracks = {t.file: t for t in generate_catalogue(root, n_tracks=24, seed=0, progress=False)}
+    cfg = DuplicatesConfig()
+
+    def passes(a: str, b: str) -> bool:
+        sa, sb = (pitch_sequence(load_audio(root / f, 8000), 8000) for f in (a, b))
+        s = symmetric_version_score(sa, sb, cfg)
+        return s[0] >= cfg.version_min_significance and s[1] >= cfg.version_min_above_chance
+
+    pads = ["track_007_ambient_pad.mp3", "track_018_ambient_pad.ogg", "track_019_ambient_pad.mp3"]
+    assert all(tracks[p].motif_id is None for p in pads)
+    assert not passes(pads[0], pads[2]) and not passes(pads[2], pads[1])
+    assert tracks["track_013_bass_groove.flac"].motif_id == tracks["track_020_plucked_strings.wav"].motif_id
+    assert passes("track_013_bass_groove.flac", "track_020_plucked_strings.wav")

@@ -281,7 +281,7 @@ class DuplicatesConfig:
     offset_candidates: int = 4
     versions: bool = True
     version_min_significance: float = 4.0
-    version_min_above_chance: float = 0.0
+    version_min_above_chance: float = 0.1
     version_min_overlap_s: float = 20.0
     version_min_coverage: float = 0.5
     version_candidates: int = 50
