@@ -5,9 +5,9 @@ tracks; only pairs that involve a track not yet compared are computed (each such
 the whole catalogue, :func:`soundalike.duplicates.find_pairs`), and MERGEd into ``duplicates`` on
 ``(track_a, track_b)``; pairs of removed tracks are deleted. Which tracks were compared, under
 which settings, is kept in ``duplicates_checked``: the index stage fingerprints new tracks too
-(it runs first in ``pipeline``), so "fingerprinted just now" cannot be what makes a track new. ``exact`` pairs (files sharing a
-``track_id``) are re-derived from ``tracks`` on every run (no audio involved), and a pair whose
-file was renamed gets its new path. A run with nothing new writes nothing.
+(it runs first in ``pipeline``), so "fingerprinted just now" cannot be what makes a track new.
+``exact`` pairs (files sharing a ``track_id``) are re-derived from ``tracks`` on every run (no
+audio involved), and a pair whose file was renamed gets its new path. A run with nothing new writes nothing.
 """
 
 from __future__ import annotations
@@ -53,9 +53,9 @@ def run_duplicates(cfg: Config, spark: SparkSession | None = None, *, progress: 
     name = cfg.tables.name("duplicates")
     _, removed = update_fingerprints(spark, cfg)
     checked_name = cfg.tables.name("duplicates_checked")
-    settings = hashlib.sha256(json.dumps(
-        [config_to_dict(cfg.duplicates), fingerprint_settings(cfg.fingerprint)], sort_keys=True).encode()).hexdigest()[:16]
     fp_settings = fingerprint_settings(cfg.fingerprint)
+    settings = hashlib.sha256(json.dumps(
+        [config_to_dict(cfg.duplicates), fp_settings], sort_keys=True).encode()).hexdigest()[:16]
     fingerprinted = {r["track_id"] for r in spark.table(cfg.tables.name("fingerprints"))
                      .where(F.col("settings") == fp_settings).select("track_id").collect()}
     checked = {r["track_id"]: r["settings"] for r in spark.table(checked_name).collect()}
