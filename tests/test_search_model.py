@@ -147,3 +147,31 @@ def test_names_outside_the_signature_are_dropped_and_a_row_without_audio_or_text
     assert [r["track_id"] for r in extra] == [r["track_id"] for r in plain] and len(plain) == 2
     with pytest.raises(MlflowException, match=r"audio_b64 .* or path; got none of them \(columns with other names"):
         m.model.predict(pd.DataFrame({"junk": ["x"]}))
+
+
+def test_the_embedder_model_refuses_a_recording_over_max_query_seconds_instead_of_cutting_it():
+    """``soundalike_siamese`` (the registered embedder) answers for whole files: one longer than
+    ``query.max_query_seconds`` is refused from its header, as the search model refuses it."""
+    from soundalike.config import load_config
+    from soundalike.embedders import create_embedder
+    from soundalike.extract import extract_track
+    from soundalike.mlflow_embedder import SoundalikeEmbedderModel
+    from soundalike.sample import synthesize_track
+
+    cfg = load_config(LOCAL_CONF, overrides=["query.max_query_seconds=20", "embedder.device=cpu"])
+    model = SoundalikeEmbedderModel()
+    model.cfg, model.embedder = cfg, create_embedder(cfg.embedder, clip_s=cfg.clips.clip_s)
+
+    def wav(seconds: float) -> bytes:
+        buffer = io.BytesIO()
+        sf.write(buffer, synthesize_track("bass_groove", duration_s=seconds, sample_rate_hz=22050, seed=4), 22050,
+                 format="WAV", subtype="PCM_16")
+        return buffer.getvalue()
+
+    with pytest.raises(MlflowException, match=r"row 0: the query is 32\.0 s long; .*max_query_seconds=20 s are refused"):
+        model.predict(None, b64_frame(wav(32.0)))
+    fits = wav(20.0)
+    answer = model.predict(None, b64_frame(fits))[0]
+    want = extract_track(fits, model.embedder, cfg.clips)
+    assert answer["start_s"] == want.start_s.tolist() == [0.0, 10.0]
+    np.testing.assert_allclose(np.array(answer["vectors"]), want.vectors, atol=1e-6)

@@ -55,6 +55,7 @@ class SoundalikeEmbedderModel(mlflow.pyfunc.PythonModel if mlflow else object):
 
     def predict(self, context, model_input: pd.DataFrame, params: dict[str, Any] | None = None) -> list[dict]:
         from soundalike.extract import extract_track
+        from soundalike.search import check_query_length
 
         if not isinstance(model_input, pd.DataFrame) or list(model_input.columns) != ["audio_b64"]:
             raise bad_request("input must be a table with one column, audio_b64 (base64 audio file bytes)")
@@ -67,6 +68,7 @@ class SoundalikeEmbedderModel(mlflow.pyfunc.PythonModel if mlflow else object):
                                    f"query.max_query_bytes={self.cfg.query.max_query_bytes} bytes")
             try:
                 data = base64.b64decode(value, validate=True)
+                check_query_length(data, self.cfg.query.max_query_seconds)
                 clips = extract_track(data, self.embedder, self.cfg.clips, batch_size=self.cfg.embedder.batch_size,
                                       max_seconds=self.cfg.query.max_query_seconds)
             except (binascii.Error, ValueError, SoundalikeError) as exc:

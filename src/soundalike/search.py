@@ -54,6 +54,27 @@ MAX_TEXT_CHARS = 1000
 QUERY_LENGTH_SLACK_S = 0.5
 
 
+def check_query_length(source: AudioSource, max_seconds: float) -> None:
+    """Refuse a recording longer than ``max_seconds`` by its header, before anything is decoded.
+
+    A long query is refused, not cut: answering for its first ``max_seconds`` would look like an
+    answer for the whole recording. ``QUERY_LENGTH_SLACK_S`` allows for estimated headers.
+
+    Raises
+    ------
+    ParameterError
+        The header says the recording is longer.
+    AudioDecodeError
+        ``source`` is not audio.
+    """
+    length_s = probe_audio(source).duration_s
+    if length_s > max_seconds + QUERY_LENGTH_SLACK_S:
+        raise ParameterError(
+            f"the query is {length_s:.1f} s long; queries longer than max_query_seconds="
+            f"{max_seconds:g} s are refused, send an excerpt of at most that length"
+        )
+
+
 @dataclass(frozen=True)
 class QueryParams:
     """Per-request parameters, validated."""
@@ -156,13 +177,7 @@ class Searcher:
         p = QueryParams.build(self.query_cfg, **params)
         timings = {}
         t0 = time.perf_counter()
-        # The header's length, before anything is decoded: a long recording is refused, not cut.
-        length_s = probe_audio(source).duration_s
-        if length_s > p.max_query_seconds + QUERY_LENGTH_SLACK_S:
-            raise ParameterError(
-                f"the query is {length_s:.1f} s long; queries longer than max_query_seconds="
-                f"{p.max_query_seconds:g} s are refused, send an excerpt of at most that length"
-            )
+        check_query_length(source, p.max_query_seconds)
         clips = extract_track(source, self.embedder, self.clips_cfg, batch_size=self.batch_size,
                               max_seconds=p.max_query_seconds)
         timings["decode_embed"] = (time.perf_counter() - t0) * 1000
