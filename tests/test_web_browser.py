@@ -7,6 +7,7 @@ set-up, not optional.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -35,16 +36,16 @@ def chromium_path() -> str:
     return path
 
 
-@pytest.fixture(scope="module")
-def web_server(registered_search_model, tmp_path_factory):
-    """`python -m soundalike web` over the registered model, on a free port; yields its base URL."""
-    m = registered_search_model
+@contextlib.contextmanager
+def serve_page(m, log_dir: Path, model_uri: str | None = None):
+    """`python -m soundalike web` over ``model_uri`` (default: the registered model), on a free port; yields its base URL."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    log_path = tmp_path_factory.mktemp("web") / "server.log"
+    log_path = log_dir / "server.log"
     command = [sys.executable, "-m", "soundalike", "web", "--conf", str(CONF), "--port", str(port)]
     command += [x for o in m.overrides for x in ("--set", o)]
+    command += ["--model", model_uri] if model_uri else []
     with open(log_path, "w") as log:
         server = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
     base = f"http://127.0.0.1:{port}"
@@ -58,11 +59,54 @@ def web_server(registered_search_model, tmp_path_factory):
                 assert server.poll() is None, f"soundalike web exited:\n{log_path.read_text()}"
                 assert time.time() < deadline, f"soundalike web did not start:\n{log_path.read_text()}"
                 time.sleep(0.5)
-        assert info["backend"] == "local" and info["model"] == m.uri
+        assert info["backend"] == "local" and info["model"] == (model_uri or m.uri)
         yield base
     finally:
         server.terminate()
         server.wait(timeout=30)
+
+
+@pytest.fixture(scope="module")
+def web_server(registered_search_model, tmp_path_factory):
+    """The page over the registered model (clip index only: no landmark matches)."""
+    with serve_page(registered_search_model, tmp_path_factory.mktemp("web")) as base:
+        yield base
+
+
+@pytest.fixture(scope="module")
+def fingerprinted_web_server(fingerprinted_search_model, tmp_path_factory):
+    """The page over the model whose index has its landmark fingerprints (``match``, ``identified``)."""
+    m = fingerprinted_search_model
+    with serve_page(m, tmp_path_factory.mktemp("web_fp"), model_uri=m.uri) as base:
+        yield base
+
+
+@contextlib.contextmanager
+def open_page(base: str):
+    """A headless Chromium page on ``base``, once the page has loaded /api/info."""
+    from playwright.sync_api import expect, sync_playwright
+
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=chromium_path(), headless=True, args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page(viewport={"width": 1280, "height": 900})
+            page.goto(base)
+            expect(page.locator("body[data-ready=true]")).to_be_attached()
+            yield page
+        finally:
+            browser.close()
+
+
+def search_file(page, path: Path) -> None:
+    """Upload ``path`` and wait until the page shows this query's answer."""
+    from playwright.sync_api import expect
+
+    page.set_input_files("#file-input", str(path))
+    expect(page.locator("#drop-text")).to_contain_text(path.name)
+    page.evaluate("() => { document.getElementById('status').textContent = ''; }")  # no answer seen yet
+    page.click("#search-button")
+    expect(page.locator("#status")).to_contain_text("songs in", timeout=120_000)
+    expect(page.locator("#error")).to_be_hidden()
 
 
 def test_upload_shows_ranked_songs_with_playable_clips_and_a_comparison(registered_search_model, web_server, tmp_path):
@@ -108,6 +152,10 @@ def test_upload_shows_ranked_songs_with_playable_clips_and_a_comparison(register
             expect(first.locator(".title")).to_have_text(source.title)
             expect(first.locator(".file")).to_have_text(source.file)
             expect(first.locator(".combined")).to_have_text("1.000")
+            # No fingerprint index behind this model: no landmark match, so nothing about one.
+            expect(page.locator("#identified")).to_be_hidden()
+            expect(page.locator("#results .landmark")).to_have_count(songs.count())
+            expect(page.locator("#results .landmark:visible")).to_have_count(0)
             assert int(first.locator(".votes").inner_text()) >= 1
             assert float(first.locator(".total").inner_text()) > 0
             assert 1 <= songs.count() <= 10
@@ -147,3 +195,93 @@ def test_upload_shows_ranked_songs_with_playable_clips_and_a_comparison(register
         finally:
             browser.close()
     assert screenshot.stat().st_size > 50_000
+
+
+def phone_excerpt(m, i: int, offset_s: float, duration_s: float, path: Path) -> Path:
+    """``duration_s`` of catalogue track ``i`` from ``offset_s``, at 8 kHz like a phone recording, as WAV."""
+    sf.write(path, load_audio(m.root / m.meta[i].file, 8000, offset_s=offset_s, duration_s=duration_s), 8000)
+    return path
+
+
+def clock_seconds(text: str) -> int:
+    """``"1:07"`` → 67."""
+    minutes, seconds = text.split(":")
+    return 60 * int(minutes) + int(seconds)
+
+
+def test_excerpt_is_identified_with_its_song_and_where_it_was_cut(fingerprinted_search_model,
+                                                                   fingerprinted_web_server, tmp_path):
+    from playwright.sync_api import expect
+
+    m = fingerprinted_search_model
+    source, cut_s = m.meta[2], 12.4
+    upload = phone_excerpt(m, 2, cut_s, 15.0, tmp_path / "phone_clip.wav")
+    screenshot = tmp_path / "web_identified.png"
+
+    with open_page(fingerprinted_web_server) as page:
+        search_file(page, upload)
+        banner = page.locator("#identified")
+        expect(banner).to_be_visible()
+        expect(page.locator("#identified-title")).to_have_text(source.title)
+        expect(banner).to_contain_text("excerpt found at")
+        shown = page.locator("#identified-offset")
+        assert abs(clock_seconds(shown.inner_text()) - cut_s) <= 1, shown.inner_text()
+        assert float(shown.get_attribute("data-offset-s")) == pytest.approx(cut_s, abs=0.25)
+        expect(page.locator("#identified-speed")).to_have_text("")  # cut at its own speed
+        assert page.evaluate("[0, 59.6, 125.4, -3.2].map(minSec)") == ["0:00", "1:00", "2:05", "−0:03"]
+        # The banner sits above the ranked list, whose first song is the identified one.
+        assert banner.bounding_box()["y"] < page.locator("#results").bounding_box()["y"]
+
+        first = page.locator("#results li.song").first
+        expect(first).to_have_class("song identified-song")
+        expect(first.locator(".title")).to_have_text(source.title)
+        landmark = first.locator(".landmark")
+        expect(landmark).to_be_visible()
+        expect(landmark.locator(".badge")).to_have_text("confident")
+        assert abs(clock_seconds(landmark.locator(".offset").inner_text()) - cut_s) <= 1
+
+        # Both players start the catalogue song where the excerpt lies in it.
+        for audio in (banner.locator("audio.offset-audio"), landmark.locator("audio.offset-audio")):
+            src = audio.get_attribute("src")
+            assert src.startswith("/api/clips/") and float(src.split("start_s=")[1]) == pytest.approx(cut_s, abs=0.25)
+        with page.expect_response(lambda r: "/api/clips/" in r.url) as clip_response:
+            banner.locator("audio").evaluate("a => { a.muted = true; return a.play(); }")
+        assert clip_response.value.status == 200 and clip_response.value.headers["content-type"] == "audio/wav"
+
+        text = page.locator("#results-section").inner_text()
+        assert not any(word in text for word in ("undefined", "null", "NaN")), text
+        page.screenshot(path=str(screenshot), full_page=True)
+        print(f"\nscreenshot: {screenshot}")
+
+        # The same excerpt played 3 % fast (a tape or a pitch-shifting player): the banner says so.
+        fast = tmp_path / "phone_clip_fast.wav"
+        sf.write(fast, sf.read(upload, dtype="float32")[0], 8240)
+        search_file(page, fast)
+        expect(page.locator("#identified-title")).to_have_text(source.title)
+        expect(page.locator("#identified-speed")).to_contain_text("speed ×1.03 (the excerpt plays 3 % fast)")
+        assert abs(clock_seconds(shown.inner_text()) - cut_s) <= 1, shown.inner_text()
+
+
+def test_unrelated_audio_shows_no_identification(fingerprinted_search_model, fingerprinted_web_server, tmp_path):
+    from playwright.sync_api import expect
+
+    from conftest import melody
+
+    m = fingerprinted_search_model
+    excerpt = phone_excerpt(m, 2, 12.4, 15.0, tmp_path / "phone_clip.wav")
+    unrelated = tmp_path / "unrelated.wav"
+    sf.write(unrelated, melody(22050, 20.0, seed=1234), 22050)
+
+    with open_page(fingerprinted_web_server) as page:
+        search_file(page, excerpt)
+        expect(page.locator("#identified")).to_be_visible()
+
+        # The next query, of audio in no catalogue song, leaves no trace of the last identification.
+        search_file(page, unrelated)
+        expect(page.locator("#results li.song").first).to_be_visible()
+        expect(page.locator("#identified")).to_be_hidden()
+        expect(page.locator("#results li.identified-song")).to_have_count(0)
+        expect(page.locator("#results .landmark.confident")).to_have_count(0)
+        text = page.locator("#results-section").inner_text()
+        assert "excerpt found" not in text
+        assert not any(word in text for word in ("undefined", "null", "NaN")), text

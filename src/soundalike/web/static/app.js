@@ -19,6 +19,20 @@ function clock(seconds) {
   return `${m}:${s.toFixed(1).padStart(4, "0")}`;
 }
 
+// Whole seconds as m:ss; a negative offset (the excerpt starts before the song does) gets a minus sign.
+function minSec(seconds) {
+  const whole = Math.round(Math.abs(seconds));
+  const text = `${Math.floor(whole / 60)}:${String(whole % 60).padStart(2, "0")}`;
+  return seconds <= -0.5 ? `−${text}` : text;
+}
+
+// Landmark matches try the query at a few speeds; 1.03 means the excerpt plays 3 % fast.
+function speedText(speed) {
+  if (Math.abs(speed - 1) < 1e-6) return "";
+  const percent = (Math.abs(speed - 1) * 100).toFixed(0);
+  return ` · speed ×${speed.toFixed(2)} (the excerpt plays ${percent} % ${speed > 1 ? "fast" : "slow"})`;
+}
+
 function span(start, length) {
   return `${clock(start)}–${clock(start + length)}`;
 }
@@ -157,6 +171,7 @@ function showResults(answer, file) {
     : `${answer.query_clips} clips of ${answer.query_seconds.toFixed(1)} s`;
   $("results-summary").textContent =
     `Query: ${query} · embedder ${answer.embedder} · clip length ${answer.clip_s} s`;
+  showIdentified(answer.identified, answer.results);
   if (!answer.results.length) {
     const empty = document.createElement("li");
     empty.textContent = "No matches.";
@@ -166,13 +181,55 @@ function showResults(answer, file) {
   $("results-section").hidden = false;
 }
 
+// How the page names a song: its title (else its file name) and its file name.
+function songNames(song) {
+  const fileName = song.path ? song.path.split(/[\\/]/).pop() : song.track_id.slice(0, 12);
+  return { title: song.title || fileName, fileName };
+}
+
+// The banner above the list: the recording the excerpt was cut from, and where (absent: hidden).
+function showIdentified(identified, results) {
+  const box = $("identified");
+  $("identified-audio").replaceChildren();
+  box.hidden = !identified;
+  if (!identified) return;
+  const song = results.find((s) => s.track_id === identified.track_id);
+  const names = song ? songNames(song) : { title: identified.track_id.slice(0, 12), fileName: "" };
+  $("identified-title").textContent = names.title;
+  $("identified-file").textContent = names.fileName === names.title ? "" : names.fileName;
+  const offset = $("identified-offset");
+  offset.textContent = minSec(identified.offset_s);
+  offset.dataset.offsetS = identified.offset_s;
+  $("identified-speed").textContent = speedText(identified.speed);
+  box.title = landmarkEvidence(identified);
+  if (state.info && state.info.clip_audio) {
+    $("identified-audio").append(offsetPlayer(identified.track_id, identified.offset_s, names.title));
+  }
+}
+
+// The tooltip: the evidence behind a landmark match.
+function landmarkEvidence(m) {
+  return `${m.aligned_hits} of the excerpt's ${m.query_hashes} landmarks agree on this offset: ` +
+    `${(m.peak_share * 100).toFixed(0)} % of all its landmark matches with this song`;
+}
+
+// The catalogue song from where the excerpt lies in it (one clip's length, cut by the server).
+function offsetPlayer(trackId, offsetS, name) {
+  return player(clipAudioUrl(trackId, Math.max(0, offsetS)), "offset-audio", `${name} from ${minSec(offsetS)}`);
+}
+
+function clipAudioUrl(trackId, startS) {
+  return `/api/clips/${encodeURIComponent(trackId)}/audio?start_s=${startS}`;
+}
+
 function songItem(song, answer, open, file) {
   const item = $("song-template").content.firstElementChild.cloneNode(true);
   item.dataset.trackId = song.track_id;
-  const fileName = song.path ? song.path.split(/[\\/]/).pop() : song.track_id.slice(0, 12);
+  const { title, fileName } = songNames(song);
   item.querySelector(".rank").textContent = song.rank;
-  item.querySelector(".title").textContent = song.title || fileName;
+  item.querySelector(".title").textContent = title;
   item.querySelector(".file").textContent = fileName;
+  if (answer.identified && answer.identified.track_id === song.track_id) item.classList.add("identified-song");
   const tags = item.querySelector(".tags");
   song.tags.forEach((t) => {
     const tag = document.createElement("span");
@@ -184,6 +241,7 @@ function songItem(song, answer, open, file) {
   item.querySelector(".votes").textContent = song.votes;
   item.querySelector(".total").textContent = song.total_similarity.toFixed(3);
   item.querySelector(".score-bar").value = song.combined_score;
+  if (song.match) showLandmark(item.querySelector(".landmark"), song, title);
 
   // Like `soundalike query`: per query clip, its best-matching clip of this song.
   const best = new Map();
@@ -199,6 +257,22 @@ function songItem(song, answer, open, file) {
   const body = details.querySelector("tbody");
   matches.forEach((m) => body.append(matchRow(song, m, answer.clip_s, file, fileName)));
   return item;
+}
+
+// The song's landmark match: where the excerpt lies in it, and whether that identifies it.
+function showLandmark(line, song, title) {
+  const m = song.match;
+  line.hidden = false;
+  line.classList.toggle("confident", m.confident);
+  line.title = landmarkEvidence(m);
+  line.querySelector(".badge").textContent = m.confident ? "confident" : "not confident";
+  const offset = line.querySelector(".offset");
+  offset.textContent = minSec(m.offset_s);
+  offset.dataset.offsetS = m.offset_s;
+  line.querySelector(".speed").textContent = speedText(m.speed);
+  if (state.info && state.info.clip_audio) {
+    line.querySelector(".landmark-audio").append(offsetPlayer(song.track_id, m.offset_s, title));
+  }
 }
 
 function player(src, cls, label) {
@@ -224,7 +298,7 @@ function matchRow(song, m, clipS, file, fileName) {
     queryCell.textContent = "text";
   }
   const clipCell = document.createElement("td");
-  const clipUrl = `/api/clips/${encodeURIComponent(song.track_id)}/audio?start_s=${m.clip_start_s}`;
+  const clipUrl = clipAudioUrl(song.track_id, m.clip_start_s);
   clipCell.append(span(m.clip_start_s, clipS), document.createElement("br"));
   if (state.info && state.info.clip_audio) {
     clipCell.append(player(clipUrl, "clip-audio", `${fileName} at ${clock(m.clip_start_s)}`));
