@@ -26,6 +26,8 @@ Examples
 
 from __future__ import annotations
 
+import functools
+
 from dataclasses import asdict, dataclass, field
 from typing import Iterable, Mapping, Sequence
 
@@ -57,8 +59,14 @@ _PC_MELODY_GATE = 0.05
 _PC_HOLD_FRAMES, _PC_HOLD_RISE = 8, 1.05
 #: Frames both sequences must have pitched at one alignment for it to count (5 s).
 _PC_MIN_BOTH = 40
+#: Pitch salience by harmonic summation: candidate notes from C3 to C6 every third of a semitone,
+#: each the sum of its first _PC_HARMONICS harmonics' compressed magnitudes, weighed
+#: _PC_HARMONIC_DECAY ** (h - 1); magnitudes are compressed as power ** _PC_COMPRESSION.
+_PC_NOTE_RANGE, _PC_HARMONICS, _PC_HARMONIC_DECAY, _PC_COMPRESSION = (48, 84), 5, 0.8, 0.25
+#: Longest run of one pitch class kept (3 s): longer is a held chord, not a melody (:func:`_cap_runs`).
+_PC_MAX_RUN = 24
 #: Bumped whenever :func:`pitch_sequence` changes, so stored sequences are made again.
-PITCH_REVISION = 4
+PITCH_REVISION = 5
 
 
 @dataclass(frozen=True)
@@ -128,9 +136,11 @@ def pitch_sequence(wave: np.ndarray, sr: int) -> np.ndarray:
     frames at the same place in the harmony and the groove, whose melody differs, so the median
     holds the accompaniment and not the melody (chosen by the whole spectrum, the repeated melody
     picks its own repeats and masks itself out). What stands well above that median is the
-    foreground; its strongest pitch class in 250-2000 Hz is the frame's pitch class. Frames whose
-    foreground is weak (between notes, accompaniment only) and silence get 12, except the decay
-    of a note after its clear attack, which keeps the attack's pitch class (:func:`_hold_notes`).
+    foreground; the pitch class of its most salient note in 250-2000 Hz, by harmonic summation
+    (:func:`_pitch_salience`), is the frame's pitch class. Frames whose foreground is weak
+    (between notes, accompaniment only) and silence get 12, except the decay of a note after its
+    clear attack, which keeps the attack's pitch class (:func:`_hold_notes`); a pitch class held
+    longer than 3 s (a chord or drone, not a melody) counts for its first 3 s (:func:`_cap_runs`).
     """
     import librosa
 
@@ -159,12 +169,60 @@ def pitch_sequence(wave: np.ndarray, sr: int) -> np.ndarray:
         mag = mag * librosa.util.softmask(mag - repeating, _PC_MASK_MARGIN * repeating, power=2)
     power = np.zeros((freqs.size, mag.shape[1]), np.float32)
     power[band] = mag ** 2
-    chroma = librosa.feature.chroma_stft(S=power, sr=sr, n_fft=_PC_NFFT, tuning=0.0, norm=None)  # [12, frames]
-    out = chroma.argmax(axis=0).astype(np.uint8)
+    out = _pitch_salience(power).argmax(axis=0).astype(np.uint8)
     foreground = power.sum(axis=0)
     out = _hold_notes(out, foreground > _PC_MELODY_GATE * np.percentile(foreground, 95), band_level)
     out[level < level.max() * 1e-5] = 12
+    return _cap_runs(out, _PC_MAX_RUN)
+
+
+def _cap_runs(seq: np.ndarray, longest: int) -> np.ndarray:
+    """``seq`` with every run of one pitch class cut to its first ``longest`` frames (the rest 12).
+
+    A melody moves: its notes last a few beats, and consecutive ones differ. A pitch class held
+    for longer is a sustained chord or drone (an ambient pad's chord root, summed from its
+    harmonics, holds for a whole chord), which two unrelated tracks on one progression in one key
+    share for seconds at a time. A long note still counts, by its first seconds.
+    """
+    if seq.size == 0:
+        return seq
+    frames = np.arange(seq.size)
+    run_start = np.maximum.accumulate(np.where(np.r_[True, seq[1:] != seq[:-1]], frames, 0))
+    out = seq.copy()
+    out[(frames - run_start >= longest) & (seq < 12)] = 12
     return out
+
+
+def _pitch_salience(power: np.ndarray) -> np.ndarray:
+    """Per pitch class, the salience of its most salient note, float32 [12, frames], from the
+    masked foreground's power spectrum [bins, frames] (8 kHz, ``_PC_NFFT``).
+
+    Folding the spectrum into chroma credits each harmonic to its own pitch class: a bright
+    plucked lead over an accompaniment of the same instrument then reads as its third harmonic (a
+    fifth up) on many frames. Summing each candidate note's harmonics (weighed down the series,
+    on compressed magnitudes so that no single partial decides) credits them to the note.
+    """
+    weights, pitch_class = _salience_weights(power.shape[0])
+    salience = weights @ np.power(power, _PC_COMPRESSION, dtype=np.float32)  # [notes, frames]
+    out = np.empty((12, power.shape[1]), np.float32)
+    for pc in range(12):
+        out[pc] = salience[pitch_class == pc].max(axis=0)
+    return out
+
+
+@functools.lru_cache(maxsize=2)
+def _salience_weights(bins: int) -> tuple[np.ndarray, np.ndarray]:
+    """``(weights [notes, bins], pitch class [notes])`` for :func:`_pitch_salience`: each harmonic
+    of each candidate note spreads over the bins within half a semitone of it (triangular)."""
+    notes = np.arange(_PC_NOTE_RANGE[0], _PC_NOTE_RANGE[1] + 1e-9, 1.0 / 3.0)
+    f0 = 440.0 * 2.0 ** ((notes - 69.0) / 12.0)
+    freqs = np.arange(bins) * (8000.0 / _PC_NFFT)
+    semitones = 12.0 * np.log2(np.maximum(freqs, 1e-3))
+    weights = np.zeros((notes.size, bins), np.float32)
+    for h in range(1, _PC_HARMONICS + 1):
+        distance = np.abs(semitones[None, :] - 12.0 * np.log2(h * f0)[:, None])
+        weights += _PC_HARMONIC_DECAY ** (h - 1) * np.clip(1.0 - 2.0 * distance, 0.0, None)
+    return weights, np.round(notes).astype(int) % 12
 
 
 def _hold_notes(pc: np.ndarray, clear: np.ndarray, band_level: np.ndarray) -> np.ndarray:
