@@ -110,7 +110,7 @@ def search_file(page, path: Path) -> None:
 
 
 def test_upload_shows_ranked_songs_with_playable_clips_and_a_comparison(registered_search_model, web_server, tmp_path):
-    from playwright.sync_api import expect, sync_playwright
+    from playwright.sync_api import expect
 
     m = registered_search_model
     source = m.meta[0]
@@ -121,79 +121,72 @@ def test_upload_shows_ranked_songs_with_playable_clips_and_a_comparison(register
     not_audio.write_text("these are notes, not music")
     screenshot = tmp_path / "web_results.png"
 
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=chromium_path(), headless=True, args=CHROMIUM_ARGS)
-        try:
-            page = browser.new_page(viewport={"width": 1280, "height": 900})
-            page.goto(web_server)
-            expect(page.locator("body[data-ready=true]")).to_be_attached()
-            expect(page.locator("#model-info")).to_contain_text(m.uri)
-            expect(page.locator("#text-form")).to_be_hidden()  # mel has no text tower
+    with open_page(web_server) as page:
+        expect(page.locator("#model-info")).to_contain_text(m.uri)
+        expect(page.locator("#text-form")).to_be_hidden()  # mel has no text tower
 
-            # Progress feedback: record what the status line and the button do while the query runs.
-            page.evaluate("""() => {
-                window.seen = [];
-                new MutationObserver(() => window.seen.push([document.getElementById('status').textContent,
-                                                              document.getElementById('search-button').disabled]))
-                    .observe(document.getElementById('status'), {childList: true, characterData: true, subtree: true});
-            }""")
-            page.set_input_files("#file-input", str(upload))
-            expect(page.locator("#drop-text")).to_contain_text("excerpt.wav")
-            page.click("#search-button")
-            songs = page.locator("#results li.song")
-            expect(songs.first).to_be_visible(timeout=120_000)
-            seen = page.evaluate("window.seen")
-            assert any(("Uploading" in text or "Searching" in text) and disabled for text, disabled in seen), seen
-            expect(page.locator("#status")).to_contain_text("songs in")
-            expect(page.locator("#search-button")).to_be_enabled()
+        # Progress feedback: record what the status line and the button do while the query runs.
+        page.evaluate("""() => {
+            window.seen = [];
+            new MutationObserver(() => window.seen.push([document.getElementById('status').textContent,
+                                                          document.getElementById('search-button').disabled]))
+                .observe(document.getElementById('status'), {childList: true, characterData: true, subtree: true});
+        }""")
+        page.set_input_files("#file-input", str(upload))
+        expect(page.locator("#drop-text")).to_contain_text("excerpt.wav")
+        page.click("#search-button")
+        songs = page.locator("#results li.song")
+        expect(songs.first).to_be_visible(timeout=120_000)
+        seen = page.evaluate("window.seen")
+        assert any(("Uploading" in text or "Searching" in text) and disabled for text, disabled in seen), seen
+        expect(page.locator("#status")).to_contain_text("songs in")
+        expect(page.locator("#search-button")).to_be_enabled()
 
-            first = songs.first
-            expect(first.locator(".rank")).to_have_text("1")
-            expect(first.locator(".title")).to_have_text(source.title)
-            expect(first.locator(".file")).to_have_text(source.file)
-            expect(first.locator(".combined")).to_have_text("1.000")
-            # No fingerprint index behind this model: no landmark match, so nothing about one.
-            expect(page.locator("#identified")).to_be_hidden()
-            expect(page.locator("#results .landmark")).to_have_count(songs.count())
-            expect(page.locator("#results .landmark:visible")).to_have_count(0)
-            assert int(first.locator(".votes").inner_text()) >= 1
-            assert float(first.locator(".total").inner_text()) > 0
-            assert 1 <= songs.count() <= 10
+        first = songs.first
+        expect(first.locator(".rank")).to_have_text("1")
+        expect(first.locator(".title")).to_have_text(source.title)
+        expect(first.locator(".file")).to_have_text(source.file)
+        expect(first.locator(".combined")).to_have_text("1.000")
+        # No fingerprint index behind this model: no landmark match, so nothing about one.
+        expect(page.locator("#identified")).to_be_hidden()
+        expect(page.locator("#results .landmark")).to_have_count(songs.count())
+        expect(page.locator("#results .landmark:visible")).to_have_count(0)
+        assert int(first.locator(".votes").inner_text()) >= 1
+        assert float(first.locator(".total").inner_text()) > 0
+        assert 1 <= songs.count() <= 10
 
-            # Matched clips: the input clip and the catalogue clip, each in a player, with the distance.
-            row = first.locator("tr.match").first
-            expect(row).to_be_visible()
-            assert 0 <= float(row.locator(".distance").inner_text()) < 1
-            clip = row.locator("audio.clip-audio")
-            assert "/api/clips/" in clip.get_attribute("src")
-            with page.expect_response(lambda r: "/api/clips/" in r.url) as clip_response:
-                clip.evaluate("a => { a.muted = true; return a.play(); }")
-            assert clip_response.value.status == 200 and clip_response.value.headers["content-type"] == "audio/wav"
-            page.wait_for_function("a => a.readyState >= 2 && a.currentTime > 0", arg=clip.element_handle(),
-                                   timeout=30_000)
-            assert clip.evaluate("a => a.duration") == pytest.approx(10.0, abs=0.01)
-            mine = row.locator("audio.query-audio")
-            assert mine.get_attribute("src").startswith("blob:")
-            mine.evaluate("a => { a.muted = true; return a.play(); }")
-            page.wait_for_function("a => a.readyState >= 2", arg=mine.element_handle(), timeout=30_000)
-            assert mine.evaluate("a => a.duration") == pytest.approx(25.0, abs=0.05)
+        # Matched clips: the input clip and the catalogue clip, each in a player, with the distance.
+        row = first.locator("tr.match").first
+        expect(row).to_be_visible()
+        assert 0 <= float(row.locator(".distance").inner_text()) < 1
+        clip = row.locator("audio.clip-audio")
+        assert "/api/clips/" in clip.get_attribute("src")
+        with page.expect_response(lambda r: "/api/clips/" in r.url) as clip_response:
+            clip.evaluate("a => { a.muted = true; return a.play(); }")
+        assert clip_response.value.status == 200 and clip_response.value.headers["content-type"] == "audio/wav"
+        page.wait_for_function("a => a.readyState >= 2 && a.currentTime > 0", arg=clip.element_handle(),
+                               timeout=30_000)
+        assert clip.evaluate("a => a.duration") == pytest.approx(10.0, abs=0.01)
+        mine = row.locator("audio.query-audio")
+        assert mine.get_attribute("src").startswith("blob:")
+        mine.evaluate("a => { a.muted = true; return a.play(); }")
+        page.wait_for_function("a => a.readyState >= 2", arg=mine.element_handle(), timeout=30_000)
+        assert mine.evaluate("a => a.duration") == pytest.approx(25.0, abs=0.05)
 
-            # The compare view: this match's two clips, their spectrograms and similarity curve.
-            row.locator("button.compare-button").click()
-            expect(page.locator("#compare-result")).to_be_visible(timeout=60_000)
-            expect(page.locator("#compare-summary")).to_contain_text("mean cosine")
-            page.wait_for_function("() => document.getElementById('compare-plot').naturalWidth === 1300")
-            page.screenshot(path=str(screenshot), full_page=True)
-            print(f"\nscreenshot: {screenshot}")
+        # The compare view: this match's two clips, their spectrograms and similarity curve.
+        row.locator("button.compare-button").click()
+        expect(page.locator("#compare-result")).to_be_visible(timeout=60_000)
+        expect(page.locator("#compare-summary")).to_contain_text("mean cosine")
+        page.wait_for_function("() => document.getElementById('compare-plot').naturalWidth === 1300")
+        page.screenshot(path=str(screenshot), full_page=True)
+        print(f"\nscreenshot: {screenshot}")
 
-            # A file that is not audio: a clear message, no results from it.
-            page.set_input_files("#file-input", str(not_audio))
-            page.click("#search-button")
-            expect(page.locator("#error")).to_be_visible(timeout=60_000)
-            expect(page.locator("#error")).to_contain_text("cannot decode")
-            expect(page.locator("#search-button")).to_be_enabled()
-        finally:
-            browser.close()
+        # A file that is not audio: a clear message, no results from it.
+        page.set_input_files("#file-input", str(not_audio))
+        page.click("#search-button")
+        expect(page.locator("#error")).to_be_visible(timeout=60_000)
+        expect(page.locator("#error")).to_contain_text("cannot decode")
+        expect(page.locator("#search-button")).to_be_enabled()
     assert screenshot.stat().st_size > 50_000
 
 
