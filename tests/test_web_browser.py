@@ -222,6 +222,10 @@ def test_excerpt_is_identified_with_its_song_and_where_it_was_cut(fingerprinted_
         assert float(shown.get_attribute("data-offset-s")) == pytest.approx(cut_s, abs=0.25)
         expect(page.locator("#identified-speed")).to_have_text("")  # cut at its own speed
         assert page.evaluate("[0, 59.6, 125.4, -3.2].map(minSec)") == ["0:00", "1:00", "2:05", "−0:03"]
+        # Speed factors off the default 1 % grid (fingerprint.speed_factors) never read "0 % fast".
+        assert page.evaluate("[1, 1.03, 0.97, 1.005].map(speedText)") == [
+            "", " · speed ×1.03 (the excerpt plays 3 % fast)", " · speed ×0.97 (the excerpt plays 3 % slow)",
+            " · speed ×1.005 (the excerpt plays 0.5 % fast)"]
         # The banner sits above the ranked list, whose first song is the identified one.
         assert banner.bounding_box()["y"] < page.locator("#results").bounding_box()["y"]
 

@@ -213,7 +213,14 @@ def _pitch_salience(power: np.ndarray) -> np.ndarray:
 @functools.lru_cache(maxsize=2)
 def _salience_weights(bins: int) -> tuple[np.ndarray, np.ndarray]:
     """``(weights [notes, bins], pitch class [notes])`` for :func:`_pitch_salience`: each harmonic
-    of each candidate note spreads over the bins within half a semitone of it (triangular)."""
+    of each candidate note spreads over the bins within half a semitone of it (triangular).
+
+    The triangles are not normalised: a higher harmonic spans more bins and gathers more, so on a
+    flat, noise-like spectrum notes around G4 outweigh C3 (24.8 against 7.4), and such frames
+    lean to a few pitch classes (the melody gate keeps most of them out). Normalising each
+    harmonic's triangle, or each note's weights, lost 5 and 7 of the 15 planted takes
+    (BENCHMARKS.md, revision 5).
+    """
     notes = np.arange(_PC_NOTE_RANGE[0], _PC_NOTE_RANGE[1] + 1e-9, 1.0 / 3.0)
     f0 = 440.0 * 2.0 ** ((notes - 69.0) / 12.0)
     freqs = np.arange(bins) * (8000.0 / _PC_NFFT)

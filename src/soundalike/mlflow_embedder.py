@@ -5,7 +5,8 @@ branch it trained as this pyfunc: the branch directory (``siamese.json``, ``siam
 ``training.json``) is the model's ``weights`` artifact, the configuration its ``config`` artifact,
 and this package its code. ``predict`` embeds audio files the way the catalogue is embedded (the
 same :func:`~soundalike.extract.extract_track`): one row per file (``audio_b64``), answering
-``{"embedder", "start_s", "vectors"}``. To embed a catalogue with a registered version, download
+``{"embedder", "start_s", "vectors"}``; a file longer than the config's ``query.max_query_seconds``
+is refused (by its header), not cut. To embed a catalogue with a registered version, download
 its weights and point ``embedder.weights_path`` at them::
 
     mlflow artifacts download -u models:/main.soundalike.soundalike_siamese/1 -d /tmp/m

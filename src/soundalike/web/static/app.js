@@ -29,8 +29,9 @@ function minSec(seconds) {
 // Landmark matches try the query at a few speeds; 1.03 means the excerpt plays 3 % fast.
 function speedText(speed) {
   if (Math.abs(speed - 1) < 1e-6) return "";
-  const percent = (Math.abs(speed - 1) * 100).toFixed(0);
-  return ` · speed ×${speed.toFixed(2)} (the excerpt plays ${percent} % ${speed > 1 ? "fast" : "slow"})`;
+  const fine = Math.abs(speed - 1) < 0.01;  // off the default 1 % grid (fingerprint.speed_factors)
+  const percent = (Math.abs(speed - 1) * 100).toFixed(fine ? 1 : 0);
+  return ` · speed ×${speed.toFixed(fine ? 3 : 2)} (the excerpt plays ${percent} % ${speed > 1 ? "fast" : "slow"})`;
 }
 
 function span(start, length) {
