@@ -187,6 +187,9 @@ def test_upload_shows_ranked_songs_with_playable_clips_and_a_comparison(register
         expect(page.locator("#error")).to_be_visible(timeout=60_000)
         expect(page.locator("#error")).to_contain_text("cannot decode")
         expect(page.locator("#search-button")).to_be_enabled()
+        # The previous answer is gone: beside the error it would read as this file's results.
+        expect(page.locator("#results-section")).to_be_hidden()
+        expect(page.locator("#results li.song")).to_have_count(0)
     assert screenshot.stat().st_size > 50_000
 
 

@@ -156,6 +156,10 @@ async function runSearch(body, what, file) {
     showResults(answer, file);
   } catch (err) {
     run.done("");
+    // What is on screen answered the previous query: next to this error it would read as its answer.
+    $("results-section").hidden = true;
+    $("results").replaceChildren();
+    showIdentified(null, []);
     showError($("error"), err.message);
   } finally {
     state.busy = false;
