@@ -19,6 +19,7 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+import requests
 import soundfile as sf
 
 from soundalike.audio import load_audio
@@ -260,6 +261,20 @@ def test_excerpt_is_identified_with_its_song_and_where_it_was_cut(fingerprinted_
         expect(page.locator("#identified-title")).to_have_text(source.title)
         expect(page.locator("#identified-speed")).to_contain_text("speed ×1.03 (the excerpt plays 3 % fast)")
         assert abs(clock_seconds(shown.inner_text()) - cut_s) <= 1, shown.inner_text()
+
+        # A song found by its landmarks alone (no clip of it among the nearest clips, as when the
+        # phone band hides it from the vectors): the server's answer with that song's clip
+        # matches taken out. Its row shows the landmark match and no empty "0 of 0" clip table.
+        with open(upload, "rb") as f:
+            answer = requests.post(f"{fingerprinted_web_server}/api/search", files={"file": f}, timeout=120).json()
+        for song in answer["results"]:
+            if song["track_id"] == answer["identified"]["track_id"]:
+                song.update(evidence=[], votes=0, total_similarity=0.0)
+        page.evaluate("answer => showResults(answer, null)", answer)
+        row = page.locator("#results li.identified-song")
+        expect(row.locator(".landmark .badge")).to_have_text("confident")
+        expect(row.locator("details")).to_be_hidden()
+        expect(page.locator("#results li.song:not(.identified-song) details").first).to_be_visible()
 
 
 def test_unrelated_audio_shows_no_identification(fingerprinted_search_model, fingerprinted_web_server, tmp_path):

@@ -256,6 +256,7 @@ function songItem(song, answer, open, file) {
   });
   const matches = [...best.values()].sort((a, b) => a.query_start_s - b.query_start_s);
   const details = item.querySelector("details");
+  details.hidden = !matches.length;  // found by its landmarks only: no clip of it matched
   details.open = open;
   details.querySelector("summary").textContent =
     `Matched clips (${matches.length} of ${song.evidence.length} matches)`;
