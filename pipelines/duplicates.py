@@ -51,13 +51,11 @@ def run_duplicates(cfg: Config, spark: SparkSession | None = None, *, progress: 
     spark = spark or get_spark(cfg)
     ensure_tables(spark, cfg)
     name = cfg.tables.name("duplicates")
-    _, removed = update_fingerprints(spark, cfg)
+    fingerprinted, removed = update_fingerprints(spark, cfg)
+    fingerprinted = set(fingerprinted)
     checked_name = cfg.tables.name("duplicates_checked")
-    fp_settings = fingerprint_settings(cfg.fingerprint)
-    settings = hashlib.sha256(json.dumps(
-        [config_to_dict(cfg.duplicates), fp_settings], sort_keys=True).encode()).hexdigest()[:16]
-    fingerprinted = {r["track_id"] for r in spark.table(cfg.tables.name("fingerprints"))
-                     .where(F.col("settings") == fp_settings).select("track_id").collect()}
+    shaped = [config_to_dict(cfg.duplicates), fingerprint_settings(cfg.fingerprint)]
+    settings = hashlib.sha256(json.dumps(shaped, sort_keys=True).encode()).hexdigest()[:16]
     checked = {r["track_id"]: r["settings"] for r in spark.table(checked_name).collect()}
     new_ids = sorted(t for t in fingerprinted if checked.get(t) != settings)
     gone = sorted(t for t in checked if t not in fingerprinted)
@@ -96,8 +94,8 @@ def run_duplicates(cfg: Config, spark: SparkSession | None = None, *, progress: 
             rows.append((key[0], key[1], first[key[0]], first[key[1]], r["kind"], r["score"], r["coverage"],
                          r["offset_s"], r["evidence"]))
     # Gone: pairs of removed or re-fingerprinted tracks, and exact groups down to one file.
-    stale = set(removed) | (set(new_ids) & {t for k in existing for t in k}) | (
-        {t for k in existing for t in k} - set(first))
+    paired = {t for k in existing for t in k}
+    stale = set(removed) | (set(new_ids) & paired) | (paired - set(first))
     exact_now = {(p.track_a, p.track_b) for p in exact_pairs(paths)}
     new_keys = {(r[0], r[1]) for r in rows}
     drop = [k for k, r in existing.items() if k not in new_keys and (

@@ -67,11 +67,12 @@ def _fingerprint_batches(cfg_dict: dict, settings: str):
 
 
 def update_fingerprints(spark: SparkSession, cfg: Config) -> tuple[list[str], list[str]]:
-    """Fingerprint new tracks, forget gone ones. Returns ``(new_track_ids, removed_track_ids)``.
+    """Fingerprint new tracks, forget gone ones. Returns ``(fingerprinted, removed_track_ids)``.
 
-    New tracks are those fingerprinted by this call: a track whose file failed to decode is
-    recorded in ``ingest_errors`` instead, and is not tried again until its ``tracks`` row is
-    newer than that error (the file changed).
+    ``fingerprinted``: every live track whose row in the table is of the current settings once
+    this call is done (made now or before). A track whose file failed to decode is recorded in
+    ``ingest_errors`` instead, and is not tried again until its ``tracks`` row is newer than that
+    error (the file changed).
     """
     name = cfg.tables.name("fingerprints")
     settings = fingerprint_settings(cfg.fingerprint)
@@ -88,8 +89,9 @@ def update_fingerprints(spark: SparkSession, cfg: Config) -> tuple[list[str], li
     todo = sorted(t for t in live if have.get(t) != settings and live[t] not in quarantined)
     if removed:
         delete_where_key_in(spark, name, spark.createDataFrame([(t,) for t in removed], "track_id string"), key="track_id")
+    current = sorted(t for t in live if have.get(t) == settings)
     if not todo:
-        return [], removed
+        return current, removed
     frame = spark.createDataFrame([(t, live[t]) for t in todo], "track_id string, path string")
     parts = max(1, min(len(todo), spark.sparkContext.defaultParallelism * 4))
     # Checkpointed: every track is decoded once, and the counts and writes below cannot re-trigger it.
@@ -107,7 +109,7 @@ def update_fingerprints(spark: SparkSession, cfg: Config) -> tuple[list[str], li
             .select("path", F.lit(STAGE).alias("stage"), "error_class", "message"),
             clear_paths=good.select("path"), stage=STAGE,
         )
-    return done, removed
+    return sorted(set(current) | set(done)), removed
 
 
 def load_fingerprints(spark: SparkSession, cfg: Config):

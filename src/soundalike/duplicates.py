@@ -27,7 +27,6 @@ Examples
 from __future__ import annotations
 
 import functools
-
 from dataclasses import asdict, dataclass, field
 from typing import Iterable, Mapping, Sequence
 
