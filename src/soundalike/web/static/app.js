@@ -202,20 +202,19 @@ function showIdentified(identified, results) {
   const names = song ? songNames(song) : { title: identified.track_id.slice(0, 12), fileName: "" };
   $("identified-title").textContent = names.title;
   $("identified-file").textContent = names.fileName === names.title ? "" : names.fileName;
-  const offset = $("identified-offset");
-  offset.textContent = minSec(identified.offset_s);
-  offset.dataset.offsetS = identified.offset_s;
-  $("identified-speed").textContent = speedText(identified.speed);
-  box.title = landmarkEvidence(identified);
-  if (state.info && state.info.clip_audio) {
-    $("identified-audio").append(offsetPlayer(identified.track_id, identified.offset_s, names.title));
-  }
+  showOffset(box, $("identified-offset"), $("identified-speed"), $("identified-audio"),
+    identified.track_id, identified, names.title);
 }
 
-// The tooltip: the evidence behind a landmark match.
-function landmarkEvidence(m) {
-  return `${m.aligned_hits} of the excerpt's ${m.query_hashes} landmarks agree on this offset: ` +
+// A landmark match (the banner's or a song's): where the excerpt lies, at what speed, the
+// evidence as the tooltip of `box`, and a player from there into `audioBox`.
+function showOffset(box, offset, speed, audioBox, trackId, m, title) {
+  box.title = `${m.aligned_hits} of the excerpt's ${m.query_hashes} landmarks agree on this offset: ` +
     `${(m.peak_share * 100).toFixed(0)} % of all its landmark matches with this song`;
+  offset.textContent = minSec(m.offset_s);
+  offset.dataset.offsetS = m.offset_s;
+  speed.textContent = speedText(m.speed);
+  if (state.info && state.info.clip_audio) audioBox.append(offsetPlayer(trackId, m.offset_s, title));
 }
 
 // The catalogue song from where the excerpt lies in it (one clip's length, cut by the server).
@@ -270,15 +269,9 @@ function showLandmark(line, song, title) {
   const m = song.match;
   line.hidden = false;
   line.classList.toggle("confident", m.confident);
-  line.title = landmarkEvidence(m);
   line.querySelector(".badge").textContent = m.confident ? "confident" : "not confident";
-  const offset = line.querySelector(".offset");
-  offset.textContent = minSec(m.offset_s);
-  offset.dataset.offsetS = m.offset_s;
-  line.querySelector(".speed").textContent = speedText(m.speed);
-  if (state.info && state.info.clip_audio) {
-    line.querySelector(".landmark-audio").append(offsetPlayer(song.track_id, m.offset_s, title));
-  }
+  showOffset(line, line.querySelector(".offset"), line.querySelector(".speed"), line.querySelector(".landmark-audio"),
+    song.track_id, m, title);
 }
 
 function player(src, cls, label) {
