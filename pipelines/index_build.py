@@ -143,7 +143,10 @@ def run_index(cfg: Config, spark: SparkSession | None = None) -> IndexSummary:
 
     track_meta = (
         tracks.groupBy("track_id")
-        .agg(F.min("path").alias("path"), F.first("title").alias("title"), F.first("tags").alias("tags"))
+        # Byte-identical copies share a track_id: title and tags come from the same file as the
+        # path (the first by name), so they do not change from one build to the next.
+        .agg(F.min("path").alias("path"), F.min_by(F.struct("title", "tags"), "path").alias("meta"))
+        .select("track_id", "path", "meta.title", "meta.tags")
         .toPandas()
     )
     with tempfile.TemporaryDirectory(dir=_tmp_root(cfg)) as tmp:

@@ -5,7 +5,8 @@ Incremental and idempotent:
 - only files that are new, or whose size / modification time / sidecar metadata changed, are
   hashed and probed (on the workers);
 - files gone from the catalogue are deleted from ``tracks``, and clips and embeddings of
-  track ids no path refers to any more are pruned;
+  track ids no path refers to any more are pruned; a file that became unreadable keeps its rows
+  (and is reported as quarantined) until it is readable again or gone;
 - a run that finds nothing to change writes nothing (no new Delta version);
 - unreadable files land in ``ingest_errors`` with a reason, and the run goes on.
 """
@@ -171,8 +172,11 @@ def run_ingest(cfg: Config, spark: SparkSession | None = None) -> IngestSummary:
         frame = spark.createDataFrame(rows, _TRACK_ROWS).withColumn("ingested_at", F.current_timestamp())
         upsert(spark, tracks_name, frame.select(*[f.name for f in TRACKS.fields]), keys=("path",), count=len(rows))
 
-    # Gone from disk, or now unreadable: their rows go (with errors of files that are gone).
-    drop = sorted({p for p in existing if p not in scanned} | {p["path"] for p in bad if p["path"] in existing})
+    # Gone from disk: their rows go (with errors of files that are gone). A file that was ingested
+    # and is now unreadable (emptied, truncated, replaced by junk) keeps its row, and so its clips,
+    # vectors and place in the index: bad input never loses what is stored. Its error is
+    # recorded, so it shows as quarantined until it is readable again or removed.
+    drop = sorted(p for p in existing if p not in scanned)
     if drop:
         delete_where_key_in(spark, tracks_name, spark.createDataFrame([(p,) for p in drop], "path string"), key="path")
     new_errors = [(p["path"], "ingest", p["error_class"], p["message"]) for p in bad
@@ -182,8 +186,11 @@ def run_ingest(cfg: Config, spark: SparkSession | None = None) -> IngestSummary:
         frame = spark.createDataFrame(new_errors, "path string, stage string, error_class string, message string")
         upsert(spark, errors_name, frame.withColumn("seen_at", F.current_timestamp()), keys=("path", "stage"),
                count=len(new_errors))
+    # Stale: errors of files that are gone, and ingest errors of files that are readable again
+    # (probed good now, or back to the very bytes, size and time of their stored row).
+    readable = {g["path"] for g in good} | (set(scanned) & set(existing) - {row[0] for row in todo})
     stale = sorted({path for (path, stage) in errors_now
-                    if (path not in scanned and path not in unnamed) or (stage == "ingest" and path in {g["path"] for g in good})})
+                    if (path not in scanned and path not in unnamed) or (stage == "ingest" and path in readable)})
     if stale:
         delete_where_key_in(spark, errors_name, spark.createDataFrame([(p,) for p in stale], "path string"), key="path")
 

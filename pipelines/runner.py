@@ -83,9 +83,12 @@ def catalogue_status(cfg: Config, spark: SparkSession, *, show: int = 50) -> dic
 
     tracks = spark.table(cfg.tables.name("tracks")).select("path", "track_id")
     clips = spark.table(cfg.tables.name("clips")).where(F.col("clip_policy") == clip_policy(cfg.clips))
-    good = tracks.join(clips.select("track_id").distinct(), "track_id").select("path").distinct().count()
     errors = (spark.table(cfg.tables.name("ingest_errors"))
               .select("path", "stage", "error_class", "message").orderBy("path", "stage").collect())
+    # A file that became unreadable keeps its stored clips, but it is quarantined, not good.
+    unreadable = spark.table(cfg.tables.name("ingest_errors")).where(F.col("stage") == "ingest").select("path")
+    good = (tracks.join(clips.select("track_id").distinct(), "track_id").select("path").distinct()
+            .join(unreadable, "path", "left_anti").count())
     kinds = {}
     for row in errors:
         kind = "skipped" if row["error_class"] in SKIPPED_CLASSES else "quarantined"

@@ -56,3 +56,19 @@ def test_ingest_scan_reports_a_malformed_sidecar_as_a_config_error(catalogue):
     cfg = load_config(CONF, [f"catalogue.path={catalogue}"])
     with pytest.raises(ConfigError, match="'tags' must be a list"):
         scanned_rows(cfg)
+
+
+def test_linked_directories_are_scanned_once_and_a_link_loop_ends(tmp_path):
+    from soundalike.catalogue import scan_catalogue
+
+    root, elsewhere = tmp_path / "cat", tmp_path / "elsewhere" / "album"
+    (root / "real").mkdir(parents=True)
+    elsewhere.mkdir(parents=True)
+    sf.write(root / "real" / "x.flac", melody(22050, 2.0, seed=1), 22050)
+    for i in range(2):
+        sf.write(elsewhere / f"song_{i}.wav", melody(22050, 2.0, seed=2 + i), 22050)
+    (root / "album").symlink_to(elsewhere, target_is_directory=True)
+    (root / "real" / "loop").symlink_to(root, target_is_directory=True)  # a link back up
+    found = [f.path for f in scan_catalogue(root, extensions=("flac", "wav"))]
+    assert sorted(found) == sorted([str((root / "real" / "x.flac").resolve())]
+                                   + [str((elsewhere / f"song_{i}.wav").resolve()) for i in range(2)])

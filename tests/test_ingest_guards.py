@@ -141,3 +141,38 @@ def test_a_file_too_short_for_one_policy_gets_clips_under_a_shorter_min_tail(ing
     assert summary.errors == 0 and summary.tracks == 4
     got = spark.table(cfg.tables.name("clips")).where(f"track_id = '{short_id}' and clip_policy = '10/10/2'").collect()
     assert [(c.start_s, c.end_s) for c in got] == [(0.0, 3.0)]
+
+
+@pytest.mark.parametrize("damage", ["emptied", "overwritten with text"])
+def test_a_stored_file_that_becomes_unreadable_keeps_its_rows_and_is_quarantined(ingested, damage):
+    cfg, root, spark = ingested
+    from soundalike_pipelines.runner import catalogue_status
+
+    song = sorted(root.glob("track_*"))[0]
+    path = str(song.resolve())
+    track_id = next(r.track_id for r in spark.table(cfg.tables.name("tracks")).collect() if r.path == path)
+    stored = {t: sorted((r.track_id, r.clip_idx) for r in spark.table(cfg.tables.name(t)).collect()
+                        if r.track_id == track_id) for t in ("clips", "embeddings")}
+    assert stored["clips"] and stored["embeddings"]
+    good_before = catalogue_status(cfg, spark)["good"]
+    original, stat = song.read_bytes(), song.stat()
+    song.write_bytes(b"" if damage == "emptied" else b"not audio, a copy went wrong\n" * 200)
+    try:
+        summary = run_ingest(cfg, spark)
+        assert summary.errors == 1 and summary.removed == 0 and summary.pruned_track_ids == 0
+        assert any(r.path == path and r.track_id == track_id for r in spark.table(cfg.tables.name("tracks")).collect())
+        for table, keys in stored.items():  # nothing stored is lost
+            assert sorted((r.track_id, r.clip_idx) for r in spark.table(cfg.tables.name(table)).collect()
+                          if r.track_id == track_id) == keys
+        assert errors(spark, cfg)[path].stage == "ingest"
+        status = catalogue_status(cfg, spark)
+        assert status["good"] == good_before - 1
+        assert any(p["path"] == path and p["kind"] == "quarantined" for p in status["problems"])
+        assert run_embed(cfg, spark).tracks == 0  # its stored clips are still current
+    finally:
+        song.write_bytes(original)  # restored as it was: same bytes, size and time
+        os.utime(song, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    summary = run_ingest(cfg, spark)
+    assert summary.probed == 0 and summary.upserted == 0  # nothing to re-hash or re-embed
+    assert path not in errors(spark, cfg)  # readable again: the error goes
+    assert catalogue_status(cfg, spark)["good"] == good_before

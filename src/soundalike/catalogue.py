@@ -43,7 +43,7 @@ class TrackInfo:
 def scan_catalogue(root: str | os.PathLike, *, extensions: tuple[str, ...]) -> Iterator[CatalogueFile]:
     """Yield the audio files under ``root`` (recursively, sorted), by extension.
 
-    Hidden files and directories are skipped. Entries that look like audio files but are not
+    Hidden files and directories are skipped; linked files and directories are followed. Entries that look like audio files but are not
     regular files (a directory named ``x.mp3``, a FIFO, a broken link) or cannot be read are still
     yielded, so that the ingest stage records *why* they were not ingested instead of ignoring
     them silently.
@@ -57,7 +57,19 @@ def scan_catalogue(root: str | os.PathLike, *, extensions: tuple[str, ...]) -> I
     if not root.is_dir():
         raise ConfigError(f"catalogue path {root} is not a directory (set catalogue.path)")
     wanted = {e.lower().lstrip(".") for e in extensions}
-    for dirpath, dirnames, filenames in os.walk(root):
+    visited: set[tuple[int, int]] = set()
+    # Linked directories are followed, as linked files are (a catalogue assembled from links to
+    # album folders); each real directory is walked once, so a link loop ends.
+    for dirpath, dirnames, filenames in os.walk(root, followlinks=True):
+        try:
+            st = os.stat(dirpath)
+        except OSError:
+            dirnames[:] = []
+            continue
+        if (st.st_dev, st.st_ino) in visited:
+            dirnames[:] = []
+            continue
+        visited.add((st.st_dev, st.st_ino))
         dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
         names = [n for n in filenames if not n.startswith(".")]
         names += [d for d in dirnames if Path(d).suffix.lower().lstrip(".") in wanted]
