@@ -130,9 +130,7 @@ def run_index(cfg: Config, spark: SparkSession | None = None) -> IndexSummary:
         .toPandas()
     )
     if rows.empty:
-        raise SoundalikeError(
-            f"no embeddings for embedder {embedder.key} and clip policy {policy}: run the embed stage first"
-        )
+        raise SoundalikeError(_why_nothing_to_index(spark, cfg, tracks, clips, emb, embedder.key, policy))
     vectors = np.stack(rows["vector"].to_numpy()).astype(np.float32)
     factory = choose_factory(len(vectors), vectors.shape[1], cfg.index)
     t0 = time.perf_counter()
@@ -172,6 +170,20 @@ def run_index(cfg: Config, spark: SparkSession | None = None) -> IndexSummary:
             mlflow.log_artifacts(str(index_dir), artifact_path="index")
     return IndexSummary(run.info.run_id, True, len(vectors), int(vectors.shape[1]), factory,
                         round(build_seconds, 3), recall, round(time.perf_counter() - started, 2))
+
+
+def _why_nothing_to_index(spark, cfg: Config, tracks, clips, emb, embedder_key: str, policy: str) -> str:
+    """Why the index stage found no vector to index, in the terms of what the user can do."""
+    if tracks.limit(1).count() == 0:
+        errors = spark.table(cfg.tables.name("ingest_errors")).count()
+        return (f"nothing to index: the tracks table is empty (catalogue.path={cfg.catalogue.path} has no "
+                f"readable audio file; {errors} file(s) in {cfg.tables.name('ingest_errors')})")
+    if emb.limit(1).count() == 0:
+        return f"no embeddings for embedder {embedder_key} and clip policy {policy}: run the embed stage first"
+    if clips.limit(1).count() == 0:
+        return (f"every clip of clip policy {policy} is flagged silent or noise-like, so none is indexed "
+                f"(set clips.index_flagged=true to index them anyway)")
+    return f"no embeddings of current tracks for embedder {embedder_key} and clip policy {policy}: run the embed stage"
 
 
 def run_register(cfg: Config, spark: SparkSession | None = None) -> RegisterSummary:

@@ -35,6 +35,8 @@ def run_pipeline(cfg: Config, stages: Sequence[str] | None = None, *, echo: Call
     Holds the work dir's pipeline lock (:mod:`soundalike_pipelines.lock`) throughout: a second
     run on the same work dir fails at once with :class:`~soundalike_pipelines.lock.PipelineBusyError`.
     When ``ingest`` or ``embed`` ran, ``"catalogue"`` reports good / quarantined / skipped files.
+    When a stage fails, its exception carries ``stage`` (its name) and ``completed`` (the summaries
+    of the stages before it).
     """
     names = list(STAGES) if stages is None else list(stages)
     if not names:  # e.g. --stages "": running everything (register included) is never what was meant
@@ -54,7 +56,12 @@ def _run(cfg: Config, names: list[str], echo) -> dict:
             continue
         if echo:
             echo(f"[{name}] running")
-        summary = STAGES[name](cfg, spark)
+        try:
+            summary = STAGES[name](cfg, spark)
+        except Exception as exc:
+            # What the earlier stages did is still true (and written): the CLI's --json prints it.
+            exc.stage, exc.completed = name, results
+            raise
         results[name] = summary.to_json()
         if echo:
             echo(f"[{name}] " + ", ".join(f"{k}={v}" for k, v in results[name].items()))

@@ -313,3 +313,33 @@ def test_an_empty_stage_list_is_a_usage_error_and_runs_nothing(stages, tmp_path,
     err = capsys.readouterr().err
     assert "soundalike pipeline: error: no stages given" in err and "ingest, embed" in err
     assert not work.exists()  # no lock taken, no Spark session, no table written
+
+
+def test_json_keeps_the_summaries_of_the_stages_before_a_failing_one(catalogue, tmp_path, capsys):
+    import json
+
+    from soundalike.cli import main
+
+    # The index stage needs the embed stage's vectors; a fresh schema has none, so it stops there.
+    args = ["pipeline", "--conf", str(CONF), "--set", f"workdir={tmp_path / 'work'}", "--set",
+            f"catalogue.path={catalogue}", "--set", "tables.schema=pipe_json_fail", "--set", "spark.master=local[2]",
+            "--stages", "ingest,index", "--json"]
+    assert main(args) == 2
+    out, err = capsys.readouterr()
+    answer = json.loads(out)
+    assert answer["ingest"]["upserted"] == 6  # the stage that ran is reported
+    assert answer["error"]["stage"] == "index" and answer["error"]["message"] in err
+
+
+def test_an_empty_catalogue_says_so_instead_of_asking_for_the_embed_stage(tmp_path, capsys):
+    from soundalike.cli import main
+
+    empty = tmp_path / "cat"
+    empty.mkdir()
+    (empty / "broken.wav").write_bytes(b"")  # the only audio-named file cannot be read
+    args = ["pipeline", "--conf", str(CONF), "--set", f"workdir={tmp_path / 'work'}", "--set",
+            f"catalogue.path={empty}", "--set", "tables.schema=pipe_empty", "--set", "spark.master=local[2]",
+            "--stages", "ingest,embed,index"]
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert "the tracks table is empty" in err and "1 file(s) in" in err and "run the embed stage" not in err

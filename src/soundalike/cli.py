@@ -202,7 +202,13 @@ def _run_stages(args: argparse.Namespace) -> int:
     cfg = load_config(args.conf, args.overrides)
     stages = args.stages
     echo = None if args.json else (lambda line: print(line, flush=True))
-    results = run_pipeline(cfg, stages, echo=echo)
+    try:
+        results = run_pipeline(cfg, stages, echo=echo)
+    except SoundalikeError as exc:
+        if args.json and getattr(exc, "completed", None) is not None:
+            # The stages before the failing one ran and wrote; their summaries are not lost.
+            _print_json({**exc.completed, "error": {"stage": exc.stage, "message": str(exc)}})
+        raise
     if args.json:
         _print_json(results)
     return 0
