@@ -36,7 +36,7 @@ from soundalike.extract import clip_policy, extract_tracks, flags_policy
 from soundalike.errors import SoundalikeError
 from soundalike_pipelines.schemas import CLIPS, EMBEDDINGS
 from soundalike_pipelines.session import ensure_tables, get_spark
-from soundalike_pipelines.writes import insert_new, record_errors, upsert
+from soundalike_pipelines.writes import forget_errors, insert_new, record_errors, upsert
 from soundalike_pipelines.summary import StageSummary
 
 _OUT = T.StructType(
@@ -272,6 +272,10 @@ def run_embed(cfg: Config, spark: SparkSession | None = None) -> EmbedSummary:
         .select("track_id", "path", "duration_s").collect()
     )
     n_todo = len(todo_rows)
+    if stored_settings not in (None, settings):
+        # The embed errors were found under other settings (another clip policy, embedder, flag
+        # thresholds or time limit): those of files that are done under these are not true here.
+        forget_errors(spark, cfg, tracks.select("path", "track_id").join(done, "track_id"), stage="embed")
     phases = {"plan": round(time.perf_counter() - started, 2)}
 
     def record_settings() -> None:  # after the writes: a crash before them redoes the work

@@ -99,10 +99,15 @@ def record_errors(
     bad = bad.dropDuplicates(["path", "stage"]).cache()
     n_bad = bad.count()
     upsert(spark, name, bad.withColumn("seen_at", F.current_timestamp()), keys=("path", "stage"), count=n_bad)
-    fixed = (
-        spark.table(name).where(F.col("stage") == stage).select("path")
-        .join(clear_paths.select("path").distinct(), "path")
-    )
+    forget_errors(spark, cfg, clear_paths, stage=stage)
+    bad.unpersist()
+    return n_bad
+
+
+def forget_errors(spark: SparkSession, cfg: Config, paths: DataFrame, *, stage: str) -> None:
+    """Delete the ``stage`` errors of ``paths`` (a frame with a path column) from ``ingest_errors``."""
+    name = cfg.tables.name("ingest_errors")
+    fixed = spark.table(name).where(F.col("stage") == stage).select("path").join(paths.select("path").distinct(), "path")
     if fixed.limit(1).count():
         (
             DeltaTable.forName(spark, name).alias("t")
@@ -110,5 +115,3 @@ def record_errors(
             .whenMatchedDelete()
             .execute()
         )
-    bad.unpersist()
-    return n_bad

@@ -176,3 +176,20 @@ def test_a_stored_file_that_becomes_unreadable_keeps_its_rows_and_is_quarantined
     assert summary.probed == 0 and summary.upserted == 0  # nothing to re-hash or re-embed
     assert path not in errors(spark, cfg)  # readable again: the error goes
     assert catalogue_status(cfg, spark)["good"] == good_before
+
+
+def test_embed_errors_found_under_other_settings_go_when_the_files_are_done_under_these(ingested):
+    cfg, root, spark = ingested
+    from soundalike_pipelines.runner import catalogue_status
+
+    songs = {str(p.resolve()) for p in root.glob("track_*")}
+    # Under 20 s clips with a 17 s minimum every file here (12-16 s) is too short for a clip.
+    long_clips = load_config(CONF, [f"workdir={cfg.workdir}", f"catalogue.path={root}", "tables.schema=guards_test",
+                                    "spark.master=local[2]", "clips.clip_s=20", "clips.hop_s=20",
+                                    "clips.min_tail_s=17"])
+    assert run_embed(long_clips, spark).errors == 4
+    assert songs <= set(errors(spark, cfg))
+    summary = run_embed(cfg, spark)  # back to the policy the songs have clips under
+    assert summary.tracks == 0
+    assert not songs & set(errors(spark, cfg))  # their "too short" was about the other policy
+    assert catalogue_status(cfg, spark)["good"] == 3
