@@ -27,7 +27,21 @@ def load_bundle() -> dict:
     return {**bundle, "resources": resources}
 
 
-def substitute(text: str, bundle: dict) -> str:
+RESOURCE = re.compile(r"\$\{resources\.([a-z_]+)\.([A-Za-z0-9_]+)\.name\}")
+
+
+def substitute(text: str, bundle: dict, *, dev_user: str | None = None) -> str:
+    """``text`` with the bundle's variables (defaults) and resource names filled in. With
+    ``dev_user``, as development mode deploys it: the CLI's presets prefix schema and endpoint
+    names with ``dev_<user>_`` (databricks/cli, bundle/config/mutator/apply_presets.go), volumes
+    keep theirs."""
+    def resource_name(m):
+        kind, key = m.group(1), m.group(2)
+        name = substitute(bundle["resources"][kind][key]["name"], bundle)
+        prefixed = dev_user and kind in ("schemas", "model_serving_endpoints", "registered_models")
+        return f"dev_{dev_user}_{name}" if prefixed else name
+
+    text = RESOURCE.sub(resource_name, text)
     text = VAR.sub(lambda m: str(bundle["variables"][m.group(1)]["default"]) or "x", text)
     return text.replace("${workspace.file_path}", str(ROOT)).replace("${bundle.name}", bundle["bundle"]["name"])
 
@@ -89,6 +103,33 @@ def test_every_task_entry_point_exists_and_accepts_its_parameters(tmp_path):
         assert task["libraries"] == [{"whl": "../dist/*.whl"}]
 
 
+def test_a_dev_deployment_reads_and_writes_only_its_own_schema():
+    """Development mode renames the schema (not the variable): every table, volume path and model
+    name must follow the schema resource, or a dev job MERGEs into the prod tables and moves the
+    prod model's champion alias."""
+    bundle = load_bundle()
+    parser = build_parser()
+    for task in all_tasks(bundle):
+        spec = task["spark_python_task"]
+        stage = re.search(r'main\(\["([a-z_]+)"', (ROOT / "resources" / spec["python_file"]).resolve().read_text()).group(1)
+        args = parser.parse_args([stage, *[substitute(p, bundle, dev_user="ana") for p in spec["parameters"]]])
+        cfg = load_config(args.conf, args.overrides)
+        assert cfg.tables.schema == "dev_ana_soundalike"
+        assert cfg.catalogue.path == "/Volumes/main/dev_ana_soundalike/audio"
+        assert cfg.workdir == "/Volumes/main/dev_ana_soundalike/work"
+        assert cfg.mlflow.model_name == "main.dev_ana_soundalike.soundalike_search"
+        if stage == "train":
+            assert cfg.training.model_name == "main.dev_ana_soundalike.soundalike_siamese"
+            assert cfg.training.output_dir == "/Volumes/main/dev_ana_soundalike/weights/siamese"
+        else:
+            assert cfg.mlflow.serving_endpoint == "dev_ana_soundalike-search"
+    entity = bundle["resources"]["model_serving_endpoints"]["soundalike_search"]["config"]["served_entities"][0]
+    assert substitute(entity["entity_name"], bundle, dev_user="ana") == "main.dev_ana_soundalike.soundalike_search"
+    schema_var = [s for path in (ROOT / "resources").glob("*.yml") if path.name != "soundalike.schema.yml"
+                  for s in [path.read_text()] if "${var.schema}" in s]
+    assert not schema_var, "name the schema through ${resources.schemas.soundalike.name}"
+
+
 def test_task_graph_matches_the_local_runner_order():
     from soundalike_pipelines.runner import STAGES
 
@@ -120,7 +161,7 @@ def test_serving_endpoint_serves_the_uc_model_with_scale_to_zero():
     bundle = load_bundle()
     endpoint = bundle["resources"]["model_serving_endpoints"]["soundalike_search"]["config"]
     entity = endpoint["served_entities"][0]
-    assert entity["entity_name"] == "${var.catalog}.${var.schema}.soundalike_search"
+    assert substitute(entity["entity_name"], bundle) == "main.soundalike.soundalike_search"
     assert entity["scale_to_zero_enabled"] is True and entity["workload_size"] in {"Small", "Medium", "Large"}
     volumes = bundle["resources"]["volumes"]
     assert {v["name"] for v in volumes.values()} >= {"${var.audio_volume}", "${var.weights_volume}"}
