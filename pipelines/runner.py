@@ -7,6 +7,7 @@ from typing import Callable, Sequence
 from pyspark.sql import SparkSession
 
 from soundalike.config import Config
+from soundalike.embedders import create_embedder
 from soundalike.errors import ConfigError
 from soundalike_pipelines.duplicates import run_duplicates
 from soundalike_pipelines.embed import run_embed
@@ -48,7 +49,15 @@ def run_pipeline(cfg: Config, stages: Sequence[str] | None = None, *, echo: Call
         return _run(cfg, names, echo)
 
 
+#: Stages that build the configured embedder (and so need its weights).
+_EMBEDDER_STAGES = ("embed", "index", "evaluate", "register")
+
+
 def _run(cfg: Config, names: list[str], echo) -> dict:
+    if set(_EMBEDDER_STAGES) & set(names):
+        # Missing or broken weights fail here, before a Spark session starts and before an
+        # earlier stage (ingest) writes anything; the model is loaded once more by its stage.
+        create_embedder(cfg.embedder, clip_s=cfg.clips.clip_s)
     spark = get_spark(cfg)
     results = {}
     for name in STAGES:  # always in pipeline order, whatever order they were named in

@@ -343,3 +343,14 @@ def test_an_empty_catalogue_says_so_instead_of_asking_for_the_embed_stage(tmp_pa
     assert main(args) == 2
     err = capsys.readouterr().err
     assert "the tracks table is empty" in err and "1 file(s) in" in err and "run the embed stage" not in err
+
+
+def test_missing_weights_stop_the_pipeline_before_ingest_writes_anything(catalogue, tmp_path, capsys):
+    from soundalike.cli import main
+
+    work = tmp_path / "work"
+    args = ["pipeline", "--conf", str(CONF), "--set", f"workdir={work}", "--set", f"catalogue.path={catalogue}",
+            "--set", "embedder.name=wav2vec2", "--set", f"embedder.weights_path={tmp_path / 'nowhere'}"]
+    assert main(args) == 2
+    assert "nowhere" in capsys.readouterr().err
+    assert not (work / "warehouse").exists()  # no table was created, so none was written
