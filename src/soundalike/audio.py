@@ -4,7 +4,8 @@ Describe-then-load: :func:`probe_audio` reads only the header (cheap, for manife
 ``tracks`` table); :func:`load_audio` decodes, optionally just a window of the file.
 
 Decoding goes through libsndfile (``soundfile``: wav, flac, ogg/vorbis, opus, mp3, aiff, ...).
-Other containers (m4a/aac, wma, ...) fall back to pydub, which needs ``ffmpeg`` on PATH.
+Other containers (m4a/aac, wma, ...) fall back to pydub, which needs ``ffmpeg`` on PATH; their
+header is read with ``ffprobe`` (shipped with ffmpeg), so probing a 5-hour m4a decodes nothing.
 Resampling uses soxr (high quality).
 
 Examples
@@ -80,16 +81,8 @@ def probe_audio(source: AudioSource) -> AudioInfo:
         info = sf.info(_as_soundfile_input(source))
     except (sf.LibsndfileError, RuntimeError, TypeError) as exc:
         if _ffmpeg_may_help(source):
-            segment = _pydub_segment(source, offset_s=0.0, duration_s=None)
-            frames = int(segment.frame_count())
-            return AudioInfo(
-                sample_rate_hz=int(segment.frame_rate),
-                channels=int(segment.channels),
-                frames=frames,
-                duration_s=frames / float(segment.frame_rate),
-                format=_extension(source) or "unknown",
-            )
-        raise AudioDecodeError(describe_source(source), _libsndfile_reason(exc)) from None
+            return _ffprobe(source)
+        raise AudioDecodeError(describe_source(source), _libsndfile_reason(exc, source)) from None
     if info.frames <= 0 or info.samplerate <= 0:
         raise AudioDecodeError(describe_source(source), "the file holds no audio samples")
     return AudioInfo(
@@ -154,7 +147,8 @@ def load_audio(
         if not _ffmpeg_may_help(source) or _libsndfile_opens(source):
             # libsndfile read the header, so the format is its own and the stream is broken
             # (a truncated FLAC "loses sync"): ffmpeg would only decode the part before the damage.
-            raise AudioDecodeError(describe_source(source), _libsndfile_reason(exc)) from None
+            raise AudioDecodeError(describe_source(source), _libsndfile_reason(exc, source)) from None
+        _ffprobe(source)  # a clear reason (no audio stream, not media) before pydub's own errors
         segment = _pydub_segment(source, offset_s=offset_s, duration_s=duration_s)
         data = _segment_to_array(segment)
         native_sr = int(segment.frame_rate)
@@ -280,11 +274,15 @@ def _as_soundfile_input(source: AudioSource) -> Union[str, bytes, BinaryIO]:
     return os.fsencode(source)
 
 
-def _libsndfile_reason(exc: Exception) -> str:
+def _libsndfile_reason(exc: Exception, source: AudioSource | None = None) -> str:
     text = str(exc).strip() or exc.__class__.__name__
     # libsndfile prefixes its messages with "Error opening <repr>: "; the source is named already.
     if ": " in text and text.startswith("Error opening"):
         text = text.split(": ", 1)[1]
+    if text.startswith("File does not exist or is not a regular file"):
+        # libsndfile's words when its mp3 decoder finds no frame; the file exists (checked before).
+        ext = _extension(source) if source is not None else None
+        text = f"its contents are not {'.' + ext + ' ' if ext else ''}audio in any format libsndfile knows"
     return f"not a readable audio file ({text})"
 
 
@@ -330,16 +328,104 @@ def _ffmpeg_may_help(source: AudioSource) -> bool:
     return ext is None or ext not in LIBSNDFILE_EXTENSIONS
 
 
+def _ffmpeg_input(source: AudioSource) -> tuple[str, bytes | None]:
+    """The ``-i`` argument for ffmpeg/ffprobe and the bytes to send on stdin (``None`` for a path).
+
+    A path goes as ``file:<path>`` (a name such as ``-x.m4a`` or ``http:x.m4a`` is a file name,
+    never an option or a protocol); bytes go through ``cache:pipe:0``, which lets the demuxer
+    seek back (an m4a keeps its index, the ``moov`` atom, after the audio).
+    """
+    if isinstance(source, (bytes, bytearray, memoryview)):
+        return "cache:pipe:0", bytes(source)
+    return "file:" + os.fspath(Path(source).resolve()), None
+
+
+def _ffmpeg_message(stderr: bytes) -> str:
+    """ffmpeg's last error line without its ``[demuxer @ 0x...]`` prefix."""
+    lines = [ln.strip() for ln in stderr.decode("utf-8", "replace").splitlines() if ln.strip()]
+    if not lines:
+        return "no error message"
+    line = lines[-1]
+    if line.startswith("[") and "] " in line:
+        line = line.split("] ", 1)[1]
+    if line.startswith(("file:", "cache:pipe:0", "pipe:0")) and ": " in line:
+        line = line.split(": ", 1)[1]  # "<input>: Invalid data ..." - the source is named already
+    return line[:200]
+
+
+def _ffprobe(source: AudioSource) -> AudioInfo:
+    """What ffprobe reads from the container header of ``source``, without decoding the audio.
+
+    Raises
+    ------
+    AudioDecodeError
+        ffprobe is missing, the input is not a media file, or it holds no (usable) audio stream.
+    """
+    import json
+    import subprocess
+
+    name = describe_source(source)
+    if shutil.which("ffprobe") is None:
+        raise AudioDecodeError(name, _no_ffmpeg_reason(source, "ffprobe"))
+    target, data = _ffmpeg_input(source)
+    cmd = ["ffprobe", "-v", "error", "-show_entries",
+           "stream=codec_type,sample_rate,channels,duration:format=duration,format_name",
+           "-of", "json", "-i", target]
+    done = subprocess.run(cmd, input=data, capture_output=True, stdin=None if data is not None else subprocess.DEVNULL)
+    if done.returncode != 0:
+        raise AudioDecodeError(name, f"not a readable audio file ({_ffmpeg_message(done.stderr)})")
+    try:
+        answer = json.loads(done.stdout or b"{}")
+    except ValueError:
+        raise AudioDecodeError(name, "not a readable audio file (ffprobe could not describe it)") from None
+    streams = [s for s in answer.get("streams", []) if s.get("codec_type") == "audio"]
+    if not streams:
+        others = sorted({str(s.get("codec_type")) for s in answer.get("streams", []) if s.get("codec_type")})
+        others = ["video or images" if o == "video" else o for o in others]
+        held = f" (it holds {' and '.join(others)} only)" if others else ""
+        raise AudioDecodeError(name, f"no audio stream{held}; not an audio file")
+    stream = streams[0]
+    sr = _number(stream.get("sample_rate"))
+    channels = int(_number(stream.get("channels")) or 0)
+    if not sr or sr <= 0 or channels <= 0:
+        raise AudioDecodeError(name, f"the audio stream has {channels} channel(s) at {sr or 0:g} Hz; not playable audio")
+    duration_s = _number(stream.get("duration")) or _number(answer.get("format", {}).get("duration"))
+    if duration_s is None or not duration_s > 0:
+        # No length in the header (some raw streams): only a decode can tell.
+        segment = _pydub_segment(source, offset_s=0.0, duration_s=None)
+        duration_s = segment.frame_count() / float(segment.frame_rate)
+        if duration_s <= 0:
+            raise AudioDecodeError(name, "the file holds no audio samples")
+    return AudioInfo(
+        sample_rate_hz=int(sr),
+        channels=channels,
+        frames=int(round(duration_s * sr)),
+        duration_s=float(duration_s),
+        format=_extension(source) or str(answer.get("format", {}).get("format_name", "unknown")).split(",")[0],
+    )
+
+
+def _number(value) -> float | None:
+    """A finite float from ffprobe's JSON (numbers arrive as strings, "N/A" when unknown), else None."""
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return None
+    return number if math.isfinite(number) else None
+
+
+def _no_ffmpeg_reason(source: AudioSource, tool: str) -> str:
+    ext = _extension(source)
+    what = f".{ext} files" if ext else "this input"
+    missing = "ffmpeg is not on PATH" + ("" if tool == "ffmpeg" else f" ({tool} is missing)")
+    return (f"libsndfile cannot read {what} and {missing}; "
+            "install ffmpeg (e.g. `apt-get install ffmpeg`, which brings ffprobe) to decode m4a/aac/wma")
+
+
 def _pydub_segment(source: AudioSource, *, offset_s: float, duration_s: float | None):
     name = describe_source(source)
     if shutil.which("ffmpeg") is None:
-        ext = _extension(source)
-        what = f".{ext} files" if ext else "this input"
-        raise AudioDecodeError(
-            name,
-            f"libsndfile cannot read {what} and ffmpeg is not on PATH; "
-            "install ffmpeg (e.g. `apt-get install ffmpeg`) to decode m4a/aac/wma",
-        )
+        raise AudioDecodeError(name, _no_ffmpeg_reason(source, "ffmpeg"))
     from pydub import AudioSegment  # imported lazily: only this fallback needs it
     from pydub.exceptions import CouldntDecodeError
 
