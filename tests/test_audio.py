@@ -254,3 +254,37 @@ def test_files_without_playable_audio_get_a_reason_a_user_understands(tmp_path, 
             message = str(err.value)
             for leak in ("list index", "Expecting property", "possibly a pipe", "Traceback"):
                 assert leak not in message, message
+
+
+def test_an_offset_far_past_the_end_is_a_decode_error_naming_the_file(write_audio):
+    path = write_audio("short.wav", melody(16000, 1.0), 16000)
+    for offset_s in (1e308, 1e20, 2.0):
+        with pytest.raises(AudioDecodeError, match=r"short\.wav: no audio samples after offset .* 1\.00 s long"):
+            load_audio(path, 16000, offset_s=offset_s)
+    # A duration beyond the end reads to the end.
+    assert load_audio(path, 16000, offset_s=0.5, duration_s=1e308).shape == (8000,)
+    with pytest.raises(ParameterError, match="start offset .* finite number of seconds >= 0, got inf"):
+        load_audio(path, 16000, offset_s=float("inf"))
+
+
+@needs_ffmpeg
+def test_an_offset_far_past_the_end_of_an_m4a_is_a_decode_error(tmp_path):
+    m4a = tmp_path / "s.m4a"
+    subprocess.run(["ffmpeg", "-loglevel", "error", "-y", "-f", "lavfi", "-i", "sine=frequency=440:sample_rate=8000:duration=3",
+                    "-c:a", "aac", str(m4a)], check=True)
+    with pytest.raises(AudioDecodeError, match=r"s\.m4a: no audio samples after offset 1e\+308 s"):
+        load_audio(m4a, 8000, offset_s=1e308)
+    assert abs(load_audio(m4a, 8000, offset_s=1.0, duration_s=1e308).shape[0] - 16000) < 800
+
+
+def test_float_samples_of_absurd_magnitude_are_refused(write_audio):
+    path = write_audio("junk.wav", np.full(16000, 1e30, np.float32), 16000, subtype="FLOAT")
+    with pytest.raises(AudioDecodeError, match=r"junk\.wav: decoded samples reach 1e\+30"):
+        load_audio(path, 16000)
+    # Channels of opposite sign must not cancel into silence.
+    stereo = write_audio("cancel.wav", np.stack([np.full(16000, 1e30), np.full(16000, -1e30)], 1).astype(np.float32),
+                         16000, subtype="FLOAT")
+    with pytest.raises(AudioDecodeError, match="decoded samples reach"):
+        load_audio(stereo, 16000)
+    loud = write_audio("loud.wav", (melody(16000, 1.0) * 8).astype(np.float32), 16000, subtype="FLOAT")
+    assert np.abs(load_audio(loud, 16000)).max() > 1.0  # overshooting float audio is still audio

@@ -264,6 +264,30 @@ def test_compare_refuses_bad_input(served):
     assert client.post("/api/compare", files={"a": ("a.wav", good)}).status_code == 422
 
 
+@pytest.mark.parametrize("start_a_s", ["1e308", "inf", "3600"])
+def test_compare_start_past_the_end_is_a_readable_refusal_not_a_500(served, start_a_s):
+    m, _, client = served
+    good = excerpt_wav(m, 0, duration_s=12.0)
+    response = client.post("/api/compare", files={"a": ("a.wav", good), "b": ("b.wav", good)},
+                           data={"start_a_s": start_a_s})
+    assert response.status_code in (400, 422), response.text
+    detail = str(response.json()["detail"])
+    assert "start_a_s" in detail and "offset_s" not in detail
+    if response.status_code == 400:
+        assert detail.startswith("cannot decode a.wav:") and "past its end" in detail
+
+
+def test_compare_refuses_float_audio_of_absurd_magnitude(served):
+    m, _, client = served
+    buffer = io.BytesIO()
+    sf.write(buffer, np.full(44100 * 12, 1e30, np.float32), 44100, format="WAV", subtype="FLOAT")
+    good = excerpt_wav(m, 0, duration_s=12.0)
+    response = client.post("/api/compare", files={"a": ("a.wav", good), "b": ("junk.wav", buffer.getvalue())})
+    assert response.status_code == 400 and "decoded samples reach 1e+30" in response.json()["detail"]
+    response = search(client, buffer.getvalue(), name="junk.wav")
+    assert response.status_code == 400 and "decoded samples reach 1e+30" in response.json()["detail"]
+
+
 # --------------------------------------------------------------------------- clip audio
 
 
@@ -293,6 +317,11 @@ def test_clip_audio_serves_only_catalogue_tracks(served):
     past_end = client.get(f"/api/clips/{track_id(m, 0)}/audio", params={"start_s": 3600})
     assert past_end.status_code == 400
     assert client.get(f"/api/clips/{track_id(m, 0)}/audio", params={"start_s": -1}).status_code == 422
+    for huge in ("1e308", "inf"):
+        response = client.get(f"/api/clips/{track_id(m, 0)}/audio", params={"start_s": huge})
+        assert response.status_code == 422 and "start_s" in str(response.json()["detail"])
+    response = client.get(f"/api/clips/{track_id(m, 0)}/audio", params={"start_s": 500000})
+    assert response.status_code == 400 and "no audio samples after offset 500000 s" in response.json()["detail"]
 
 
 # --------------------------------------------------------------------------- page and schema

@@ -33,6 +33,10 @@ from soundalike.errors import AudioDecodeError, ParameterError
 
 AudioSource = Union[str, os.PathLike, bytes, bytearray, memoryview]
 
+#: Largest sample magnitude accepted (full scale is 1.0; float files may overshoot, but by +80 dB
+#: no real recording does, and values like 1e30 turn every spectrum into NaN).
+MAX_SAMPLE_MAGNITUDE = 1e4
+
 #: Formats libsndfile decodes itself; anything else is tried through ffmpeg.
 LIBSNDFILE_EXTENSIONS = frozenset(
     {"wav", "wave", "flac", "ogg", "oga", "opus", "mp3", "aif", "aiff", "au", "caf", "w64", "rf64"}
@@ -127,28 +131,33 @@ def load_audio(
     Raises
     ------
     AudioDecodeError
-        Unreadable, empty, truncated or non-audio input, or a window past the end of the file.
+        Unreadable, empty, truncated or non-audio input, a window past the end of the file, or
+        samples that are NaN, infinite or beyond ±:data:`MAX_SAMPLE_MAGNITUDE`.
     ParameterError
         ``sr`` not positive, negative ``offset_s`` or non-positive ``duration_s``.
     """
     if not isinstance(sr, (int, np.integer)) or sr <= 0:
         raise ParameterError(f"sr must be a positive integer sample rate in Hz, got {sr!r}")
     if not math.isfinite(offset_s) or offset_s < 0:
-        raise ParameterError(f"offset_s must be >= 0 seconds, got {offset_s!r}")
+        raise ParameterError(f"the start offset (offset_s) must be a finite number of seconds >= 0, got {offset_s!r}")
     if duration_s is not None and (not math.isfinite(duration_s) or duration_s <= 0):
-        raise ParameterError(f"duration_s must be > 0 seconds or None, got {duration_s!r}")
+        raise ParameterError(f"the duration (duration_s) must be a finite number of seconds > 0, got {duration_s!r}")
     _check_source(source)
 
     try:
         data, native_sr = _read_libsndfile(source, offset_s, duration_s)
-    except _Truncated as exc:
+    except (_Truncated, _PastTheEnd) as exc:
         raise AudioDecodeError(describe_source(source), str(exc)) from None
     except (sf.LibsndfileError, RuntimeError, TypeError, ValueError) as exc:
         if not _ffmpeg_may_help(source) or _libsndfile_opens(source):
             # libsndfile read the header, so the format is its own and the stream is broken
             # (a truncated FLAC "loses sync"): ffmpeg would only decode the part before the damage.
             raise AudioDecodeError(describe_source(source), _libsndfile_reason(exc, source)) from None
-        _ffprobe(source)  # a clear reason (no audio stream, not media) before pydub's own errors
+        info = _ffprobe(source)  # a clear reason (no audio stream, not media) before pydub's own errors
+        if offset_s >= info.duration_s + TRUNCATION_TOLERANCE_S:
+            raise AudioDecodeError(describe_source(source), _past_the_end(offset_s, info.duration_s))
+        if duration_s is not None and offset_s + duration_s >= info.duration_s + TRUNCATION_TOLERANCE_S:
+            duration_s = None  # to the end: ffmpeg refuses a -t of 1e308 s
         segment = _pydub_segment(source, offset_s=offset_s, duration_s=duration_s)
         data = _segment_to_array(segment)
         native_sr = int(segment.frame_rate)
@@ -156,9 +165,18 @@ def load_audio(
     if data.size == 0:
         where = f" after offset {offset_s:g} s" if offset_s else ""
         raise AudioDecodeError(describe_source(source), f"no audio samples{where}")
-    wave = _downmix(data) if data.ndim == 2 else data.astype(np.float32)
-    if not np.all(np.isfinite(wave)):
+    # Two passes without a copy; NaN anywhere makes max() NaN. Checked before the downmix, whose
+    # sums could overflow (or cancel: +1e30 and -1e30 average to silence).
+    peak = max(float(data.max()), -float(data.min()))
+    if not math.isfinite(peak):
         raise AudioDecodeError(describe_source(source), "decoded samples contain NaN or infinity")
+    if peak > MAX_SAMPLE_MAGNITUDE:
+        raise AudioDecodeError(
+            describe_source(source),
+            f"decoded samples reach {peak:.3g}; audio lies in [-1, 1] (float files up to "
+            f"±{MAX_SAMPLE_MAGNITUDE:g} are accepted), so this float file holds garbage, not sound",
+        )
+    wave = _downmix(data) if data.ndim == 2 else data.astype(np.float32)
     if native_sr != sr:
         if resample is not None:
             wave = resample(wave, native_sr, sr)
@@ -193,13 +211,17 @@ def _read_libsndfile(
 ) -> tuple[np.ndarray, int]:
     with sf.SoundFile(_as_soundfile_input(source)) as f:
         native_sr = int(f.samplerate)
+        if f.frames > 0 and offset_s * native_sr >= f.frames:
+            # Also keeps int() away from an offset such as 1e308 s, whose sample index overflows.
+            raise _PastTheEnd(_past_the_end(offset_s, f.frames / native_sr))
         start = int(round(offset_s * native_sr))
         if start:
             if f.seekable():
                 f.seek(min(start, f.frames) if f.frames > 0 else start)
             else:  # pragma: no cover - every libsndfile format we read is seekable
                 f.read(start, dtype="float32", always_2d=True)
-        frames = -1 if duration_s is None else int(round(duration_s * native_sr))
+        # A duration past the end reads to the end (and never turns 1e308 s into an int).
+        frames = -1 if duration_s is None or duration_s * native_sr >= 2**62 else int(round(duration_s * native_sr))
         data = f.read(frames, dtype="float32", always_2d=True)
         promised = max(0, f.frames - start) if frames < 0 else min(frames, max(0, f.frames - start))
         if f.format == "WAV":
@@ -216,6 +238,15 @@ def _read_libsndfile(
 #: A decode this much shorter than the header promises (seconds, and fraction) is a truncated file.
 TRUNCATION_TOLERANCE_S = 1.0
 TRUNCATION_TOLERANCE = 0.05
+
+
+class _PastTheEnd(Exception):
+    """The asked-for start lies at or after the end of the file."""
+
+
+def _past_the_end(offset_s: float, length_s: float) -> str:
+    return (f"no audio samples after offset {offset_s:g} s: the file is {length_s:.2f} s long; "
+            "start inside it")
 
 
 class _Truncated(Exception):

@@ -47,6 +47,9 @@ STATIC_DIR = Path(__file__).with_name("static")
 
 #: Room for multipart boundaries, part headers and the small form fields around the files.
 FORM_OVERHEAD_BYTES = 64 * 1024
+#: Largest start offset a request may name, seconds (a week): anything later is past the end of
+#: any recording, and bounding it keeps inf and 1e308 out of the decoder.
+MAX_OFFSET_S = 7 * 24 * 3600.0
 #: Requests without a file (text queries) are small.
 SMALL_BODY_BYTES = 64 * 1024
 
@@ -233,15 +236,18 @@ def create_app(cfg: Config, backend: SearchBackend) -> FastAPI:
         b: UploadFile = File(description="track B"),
         seconds: float = Form(15.0, gt=0, le=cfg.web.max_compare_seconds,
                               description="compare at most this many seconds of each (a shorter track over its own length)"),
-        start_a_s: float = Form(0.0, ge=0, description="where A's compared stretch starts, seconds"),
-        start_b_s: float = Form(0.0, ge=0, description="where B's compared stretch starts, seconds"),
+        start_a_s: float = Form(0.0, ge=0, le=MAX_OFFSET_S, description="where A's compared stretch starts, seconds"),
+        start_b_s: float = Form(0.0, ge=0, le=MAX_OFFSET_S, description="where B's compared stretch starts, seconds"),
         align: bool = Form(True, description="find the offset of B that maximises similarity"),
     ) -> dict:
         from soundalike.compare import compare_files, plot_comparison
 
         data_a, data_b = _read_upload(a, max_bytes), _read_upload(b, max_bytes)
-        for upload, data in ((a, data_a), (b, data_b)):
-            _check_audio(upload, data)
+        for upload, data, start_s, field in ((a, data_a, start_a_s, "start_a_s"), (b, data_b, start_b_s, "start_b_s")):
+            length_s = _check_audio(upload, data).duration_s
+            if start_s >= length_s:
+                raise AudioDecodeError(upload.filename or "the upload",
+                                       f"{field}={start_s:g} s is past its end: it is {length_s:.2f} s long")
         result = compare_files(data_a, data_b, seconds=seconds, align=align, start_a_s=start_a_s, start_b_s=start_b_s)
         with tempfile.TemporaryDirectory() as tmp:
             png = plot_comparison(result, Path(tmp) / "compare.png", label_a=a.filename or "A",
@@ -257,7 +263,7 @@ def create_app(cfg: Config, backend: SearchBackend) -> FastAPI:
     )
     def clip_audio(
         track_id: str = PathParam(pattern=r"^[A-Za-z0-9_.:-]{1,128}$"),
-        start_s: float = Query(0.0, ge=0, description="clip start in the track, seconds"),
+        start_s: float = Query(0.0, ge=0, le=MAX_OFFSET_S, description="clip start in the track, seconds"),
         duration_s: float | None = Query(None, gt=0, description="at most the clip length (the default)"),
     ) -> Response:
         catalogue = backend.catalogue
@@ -303,12 +309,13 @@ def _read_upload(upload: UploadFile, max_bytes: int) -> bytes:
     return data
 
 
-def _check_audio(upload: UploadFile, data: bytes) -> None:
-    """Read the upload's header, so that a bad file is named in the error (not ``<n bytes>``)."""
+def _check_audio(upload: UploadFile, data: bytes):
+    """Read the upload's header (its :class:`~soundalike.audio.AudioInfo`), so that a bad file is
+    named in the error (not ``<n bytes>``)."""
     from soundalike.audio import probe_audio
 
     try:
-        probe_audio(data)
+        return probe_audio(data)
     except AudioDecodeError as exc:
         raise AudioDecodeError(upload.filename or "the upload", exc.reason) from None
 
