@@ -111,6 +111,22 @@ def test_params_and_exclude_self_reach_the_model(served):
     assert track_id(m, 1) not in [r["track_id"] for r in out["results"]]
 
 
+def test_info_defaults_are_what_a_search_without_params_runs_with(served):
+    """The app's query.* settings differ from the model's logged ones: /api/info must not lie."""
+    m, backend, _ = served
+    cfg = load_config(None, m.overrides + ["query.top_k_per_chunk=1", "query.vote_weight=1.0", "query.max_results=3"])
+    client = TestClient(create_app(cfg, backend))
+    defaults = client.get("/api/info").json()["defaults"]
+    assert defaults == {"max_results": 3, "top_k_per_chunk": 1, "vote_weight": 1.0}
+    query = excerpt_wav(m, 0)
+    out = search(client, query).json()  # what the page sends: no params but max_results
+    direct = m.model.predict(pd.DataFrame({"audio_b64": [base64.b64encode(query).decode()]}), params=defaults)[0]
+    assert [(r["track_id"], r["combined_score"]) for r in out["results"]] == \
+        [(r["track_id"], r["combined_score"]) for r in direct["results"]]
+    # top_k_per_chunk=1: one catalogue clip per query clip, so as many votes as query clips.
+    assert len(out["results"]) <= 3 and sum(r["votes"] for r in out["results"]) == out["query_clips"]
+
+
 @pytest.mark.parametrize("form, status, message", [
     ({"max_results": 0}, 400, "max_results must be in"),
     ({"vote_weight": 1.5}, 400, "vote_weight must be in"),

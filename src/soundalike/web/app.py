@@ -179,6 +179,11 @@ def create_app(cfg: Config, backend: SearchBackend) -> FastAPI:
     from soundalike import __version__
 
     max_bytes = cfg.query.max_query_bytes
+    # What a search leaves out runs with this app's query.* settings, as `soundalike query` does
+    # with its own: sent with every request, so /api/info tells the truth for either backend
+    # (the model's logged defaults are unknown behind a remote endpoint).
+    defaults = {"max_results": cfg.query.max_results, "top_k_per_chunk": cfg.query.top_k_per_chunk,
+                "vote_weight": cfg.query.vote_weight}
     app = FastAPI(
         title="soundalike",
         version=__version__,
@@ -206,8 +211,7 @@ def create_app(cfg: Config, backend: SearchBackend) -> FastAPI:
             "backend": b.kind, "model": b.model, "embedder": b.embedder, "clip_s": b.clip_s,
             "text_search": b.text_search, "clip_audio": b.clip_audio, "max_upload_bytes": max_bytes,
             "max_compare_seconds": cfg.web.max_compare_seconds,
-            "defaults": {"max_results": cfg.query.max_results, "top_k_per_chunk": cfg.query.top_k_per_chunk,
-                         "vote_weight": cfg.query.vote_weight},
+            "defaults": dict(defaults),
         }
 
     @app.post("/api/search", response_model=SearchResult, responses=_ERRORS)
@@ -219,14 +223,14 @@ def create_app(cfg: Config, backend: SearchBackend) -> FastAPI:
         exclude_self: bool = Form(False, description="leave out the catalogue track with the same bytes"),
     ) -> dict:
         data = _read_upload(file, max_bytes)
-        params = _params(max_results=max_results, top_k_per_chunk=top_k_per_chunk, vote_weight=vote_weight)
+        params = _params(defaults, max_results=max_results, top_k_per_chunk=top_k_per_chunk, vote_weight=vote_weight)
         if exclude_self:
             params["exclude_track_ids"] = [hashlib.sha256(data).hexdigest()]
         return _ask(backend, {"audio_b64": base64.b64encode(data).decode()}, params)
 
     @app.post("/api/search/text", response_model=SearchResult, responses=_ERRORS)
     def search_text(query: TextQuery) -> dict:
-        params = _params(max_results=query.max_results, top_k_per_chunk=query.top_k_per_chunk,
+        params = _params(defaults, max_results=query.max_results, top_k_per_chunk=query.top_k_per_chunk,
                          vote_weight=query.vote_weight)
         return _ask(backend, {"text": query.text}, params)
 
@@ -287,9 +291,9 @@ def create_app(cfg: Config, backend: SearchBackend) -> FastAPI:
 # --------------------------------------------------------------------------- helpers
 
 
-def _params(**given) -> dict:
-    """Only the parameters the user set: the model fills in (and checks) the rest."""
-    return {k: v for k, v in given.items() if v is not None}
+def _params(defaults: dict, **given) -> dict:
+    """``defaults`` overridden by the parameters the user set; the model checks them all."""
+    return {**defaults, **{k: v for k, v in given.items() if v is not None}}
 
 
 def _ask(backend: SearchBackend, record: dict, params: dict) -> dict:
