@@ -165,6 +165,11 @@ def test_text_search_without_a_text_tower_is_a_clear_400(served):
     response = client.post("/api/search/text", json={"text": "calm solo piano"})
     assert response.status_code == 400 and "no text tower" in response.json()["detail"]
     assert client.post("/api/search/text", json={"text": ""}).status_code == 422
+    for blank in ("   ", "\n\t"):
+        response = client.post("/api/search/text", json={"text": blank})
+        assert response.status_code == 400 and "text is empty" in response.json()["detail"]
+        with pytest.raises(mlflow.exceptions.MlflowException, match="query row 0: text is empty"):
+            backend.model.predict(pd.DataFrame({"text": [blank]}))
     response = client.post("/api/search/text", json={"text": "x" * 1001})
     assert response.status_code == 400 and "at most 1000 characters" in response.json()["detail"]
 
