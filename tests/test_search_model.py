@@ -175,3 +175,29 @@ def test_the_embedder_model_refuses_a_recording_over_max_query_seconds_instead_o
     want = extract_track(fits, model.embedder, cfg.clips)
     assert answer["start_s"] == want.start_s.tolist() == [0.0, 10.0]
     np.testing.assert_allclose(np.array(answer["vectors"]), want.vectors, atol=1e-6)
+
+
+def test_cli_query_honours_its_max_query_seconds_and_names_the_users_file(registered_search_model, tmp_path, capsys):
+    m = registered_search_model
+    base = ["--conf", str(LOCAL_CONF)] + [x for o in m.overrides for x in ("--set", o)]
+    excerpt = tmp_path / "my excerpt.wav"
+    excerpt.write_bytes(excerpt_wav(m, 0, offset_s=0.0, duration_s=25.0))
+    # The model allows 600 s; this command's query.max_query_seconds=20 must apply.
+    assert main(["query", str(excerpt), *base, "--set", "query.max_query_seconds=20"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and str(excerpt) in err and "max_query_seconds=20" in err, err
+    assert main(["query", str(excerpt), *base, "--set", "query.max_query_seconds=25", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["query_seconds"] == pytest.approx(25.0)
+
+    # Errors found inside the model name the file too, not "<n bytes>" of "query row 0".
+    short = tmp_path / "short.wav"
+    sf.write(short, melody(8000, 2.0), 8000)
+    junk = tmp_path / "junk.wav"
+    sf.write(junk, np.full(8000 * 8, 1e30, np.float32), 8000, subtype="FLOAT")
+    notes = tmp_path / "notes.wav"
+    notes.write_bytes(b"not audio at all\n" * 100)
+    for path, reason in ((short, "clips.min_tail_s"), (junk, "decoded samples reach"), (notes, "not a readable")):
+        assert main(["query", str(path), *base]) == 2
+        err = capsys.readouterr().err.strip()
+        assert f"cannot decode {path}: " in err and reason in err, err
+        assert "bytes>" not in err and "query row" not in err, err

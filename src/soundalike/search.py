@@ -29,7 +29,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from soundalike.audio import AudioSource, load_audio, probe_audio
+from soundalike.audio import AudioSource, describe_source, load_audio, probe_audio
 from soundalike.checksums import sha256_file
 from soundalike.config import ClipsConfig, Config, FingerprintConfig, QueryConfig
 from soundalike.embedders import Embedder, create_embedder
@@ -183,7 +183,7 @@ class Searcher:
         timings["decode_embed"] = (time.perf_counter() - t0) * 1000
         if len(clips) == 0:
             raise AudioDecodeError(
-                "<query>", f"query holds {clips.duration_s:.2f} s of audio; at least "
+                describe_source(source), f"query holds {clips.duration_s:.2f} s of audio; at least "
                 f"{self.clips_cfg.min_tail_s:g} s (clips.min_tail_s) is needed"
             )
         keep = clips.indexable if clips.indexable.any() else np.ones(len(clips), bool)
