@@ -201,3 +201,20 @@ def test_cli_query_honours_its_max_query_seconds_and_names_the_users_file(regist
         err = capsys.readouterr().err.strip()
         assert f"cannot decode {path}: " in err and reason in err, err
         assert "bytes>" not in err and "query row" not in err, err
+
+
+def test_readme_lists_every_field_of_the_query_json(registered_search_model, capsys):
+    """README's `soundalike query --json` shape is the real one (it once left out clip_policy)."""
+    import re
+
+    m = registered_search_model
+    args = ["query", str(m.root / m.meta[1].file), "--conf", str(LOCAL_CONF), "--json"]
+    assert main(args + [x for o in m.overrides for x in ("--set", o)]) == 0
+    out = json.loads(capsys.readouterr().out)
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    section = readme[readme.index("### Query"):readme.index("**Excerpt identification.**")]
+    shape = section[section.index("`--json` prints"):]
+    documented = set(re.findall(r"[a-z_]+", shape))
+    fields = set(out) | set(out["results"][0]) | set(out["results"][0]["evidence"][0]) | set(out["timings_ms"])
+    assert fields <= documented, f"undocumented: {sorted(fields - documented)}"
+    assert "Nothing else changes" not in readme
