@@ -358,6 +358,25 @@ def test_page_static_files_and_openapi_schema(served):
     assert "combined_score" in schema["components"]["schemas"]["Song"]["properties"]
 
 
+def test_page_answers_head_and_every_response_forbids_sniffing_and_framing(served):
+    m, _, client = served
+    head = client.head("/")
+    assert head.status_code == 200 and head.headers["content-type"].startswith("text/html") and not head.content
+    too_big = client.post("/api/search/text", content=b"{" + b" " * 70000 + b"}",
+                          headers={"Content-Type": "application/json"})
+    responses = [client.get("/"), head, client.get("/api/info"), client.get("/static/app.js"),
+                 search(client, b"not audio"), too_big,
+                 client.get(f"/api/clips/{track_id(m, 0)}/audio", params={"start_s": 0})]
+    for response in responses:
+        assert response.headers["x-content-type-options"] == "nosniff", response.url
+        assert response.headers["x-frame-options"] == "DENY", response.url
+        assert "frame-ancestors 'none'" in response.headers["content-security-policy"], response.url
+    # The text endpoint's limit is its own 64 KiB, not query.max_query_bytes.
+    assert too_big.status_code == 413
+    detail = too_big.json()["detail"]
+    assert "65536 bytes" in detail and "64 KiB" in detail and "max_query_bytes" not in detail, detail
+
+
 # --------------------------------------------------------------------------- remote backend
 
 

@@ -190,6 +190,7 @@ def create_app(cfg: Config, backend: SearchBackend) -> FastAPI:
         description="Find the catalogue songs that sound like an uploaded recording; compare two tracks.",
     )
     app.add_middleware(BodyLimit, limit_for=_body_limits(max_bytes))
+    app.add_middleware(SecurityHeaders)  # added last: the outermost, so it sees every response
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
 
     @app.exception_handler(BackendError)
@@ -200,7 +201,7 @@ def create_app(cfg: Config, backend: SearchBackend) -> FastAPI:
     def _soundalike_error(request, exc: SoundalikeError):
         return JSONResponse({"detail": str(exc)}, status_code=400)
 
-    @app.get("/", include_in_schema=False)
+    @app.api_route("/", methods=["GET", "HEAD"], include_in_schema=False)
     def page() -> FileResponse:
         return FileResponse(STATIC_DIR / "index.html", media_type="text/html")
 
@@ -336,13 +337,14 @@ def _wav_clip(path: Path, sr: int, start_s: float, duration_s: float) -> bytes:
     return buffer.getvalue()
 
 
-def _body_limits(max_bytes: int) -> Callable[[str, str], int]:
-    def limit_for(method: str, path: str) -> int:
+def _body_limits(max_bytes: int) -> Callable[[str, str], tuple[int, str]]:
+    """``limit_for(method, path) -> (bytes, what sets it)`` for :class:`BodyLimit`."""
+    def limit_for(method: str, path: str) -> tuple[int, str]:
         if method == "POST" and path == "/api/search":
-            return max_bytes + FORM_OVERHEAD_BYTES
+            return max_bytes + FORM_OVERHEAD_BYTES, f"query.max_query_bytes={max_bytes} per file, plus the form"
         if method == "POST" and path == "/api/compare":
-            return 2 * max_bytes + FORM_OVERHEAD_BYTES
-        return SMALL_BODY_BYTES
+            return 2 * max_bytes + FORM_OVERHEAD_BYTES, f"query.max_query_bytes={max_bytes} per file, plus the form"
+        return SMALL_BODY_BYTES, f"{SMALL_BODY_BYTES // 1024} KiB for requests without a file"
 
     return limit_for
 
@@ -350,8 +352,8 @@ def _body_limits(max_bytes: int) -> Callable[[str, str], int]:
 class _TooLarge(HTTPException):
     """Raised from inside body parsing; FastAPI passes HTTPExceptions through as they are."""
 
-    def __init__(self, limit: int):
-        super().__init__(413, f"request body larger than {limit} bytes (query.max_query_bytes per file)")
+    def __init__(self, limit: int, why: str):
+        super().__init__(413, f"request body larger than {limit} bytes ({why})")
 
 
 class BodyLimit:
@@ -362,17 +364,17 @@ class BodyLimit:
     limit, so an oversized upload is never read whole.
     """
 
-    def __init__(self, app, limit_for: Callable[[str, str], int]):
+    def __init__(self, app, limit_for: Callable[[str, str], tuple[int, str]]):
         self.app = app
         self.limit_for = limit_for
 
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
-        limit = self.limit_for(scope["method"], scope["path"])
+        limit, why = self.limit_for(scope["method"], scope["path"])
         declared = dict(scope["headers"]).get(b"content-length")
         if declared is not None and (not declared.isdigit() or int(declared) > limit):
-            return await _send_json(send, 413, _TooLarge(limit).detail)
+            return await _send_json(send, 413, _TooLarge(limit, why).detail)
         received = 0
         started = False
 
@@ -382,7 +384,7 @@ class BodyLimit:
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
                 if received > limit:
-                    raise _TooLarge(limit)
+                    raise _TooLarge(limit, why)
             return message
 
         async def tracked_send(message):
@@ -396,6 +398,33 @@ class BodyLimit:
             if started:
                 raise
             await _send_json(send, 413, exc.detail)
+
+
+#: Sent with every response: no MIME sniffing (an upload echoed back is never run as a script),
+#: and the page may not be framed by another site (clickjacking).
+SECURITY_HEADERS = ((b"x-content-type-options", b"nosniff"), (b"x-frame-options", b"DENY"),
+                    (b"content-security-policy", b"frame-ancestors 'none'"))
+
+
+class SecurityHeaders:
+    """ASGI middleware adding :data:`SECURITY_HEADERS` to every response (413s from
+    :class:`BodyLimit` included, as it runs inside this one)."""
+
+    def __init__(self, app):
+        self.app = app
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+
+        async def send_with_headers(message):
+            if message["type"] == "http.response.start":
+                names = {name.lower() for name, _ in message.get("headers", [])}
+                extra = [(n, v) for n, v in SECURITY_HEADERS if n not in names]
+                message = {**message, "headers": [*message.get("headers", []), *extra]}
+            await send(message)
+
+        await self.app(scope, receive, send_with_headers)
 
 
 async def _send_json(send, status: int, detail: str) -> None:
