@@ -218,3 +218,37 @@ def test_readme_lists_every_field_of_the_query_json(registered_search_model, cap
     fields = set(out) | set(out["results"][0]) | set(out["results"][0]["evidence"][0]) | set(out["timings_ms"])
     assert fields <= documented, f"undocumented: {sorted(fields - documented)}"
     assert "Nothing else changes" not in readme
+
+
+def test_an_m4a_query_is_decoded_once(fingerprinted_search_model, tmp_path, monkeypatch):
+    """Length from ffprobe, then one ffmpeg decode shared by the clips and the landmarks."""
+    import shutil
+    import subprocess
+
+    import soundalike.audio
+
+    if shutil.which("ffmpeg") is None:
+        pytest.skip("ffmpeg not on PATH")
+    m = fingerprinted_search_model
+    wav = tmp_path / "q.wav"
+    wav.write_bytes(excerpt_wav(m, 0, offset_s=0.0, duration_s=30.0))
+    m4a = tmp_path / "q.m4a"
+    subprocess.run(["ffmpeg", "-loglevel", "error", "-y", "-i", str(wav), "-c:a", "aac", "-b:a", "128k", str(m4a)],
+                   check=True)
+    searcher = m.model.unwrap_python_model().searcher
+    decodes = []
+    real = soundalike.audio._pydub_segment
+    monkeypatch.setattr(soundalike.audio, "_pydub_segment", lambda *a, **k: decodes.append(k) or real(*a, **k))
+    for source in (m4a, m4a.read_bytes()):
+        decodes.clear()
+        out = searcher.search(source)
+        assert len(decodes) == 1, decodes
+        assert out["results"][0]["track_id"] == track_id_of(m, 0)
+        assert out["query_seconds"] == pytest.approx(30.0, abs=0.1)
+        assert out["identified"]["track_id"] == track_id_of(m, 0)  # the landmarks read the same decode
+
+
+def track_id_of(m, i: int) -> str:
+    import hashlib
+
+    return hashlib.sha256((m.root / m.meta[i].file).read_bytes()).hexdigest()

@@ -189,6 +189,29 @@ def load_audio(
     return np.ascontiguousarray(wave)
 
 
+def decode_once(source: AudioSource, *, max_seconds: float | None = None) -> AudioSource:
+    """``source`` itself if libsndfile reads it, else its first ``max_seconds`` decoded by ffmpeg
+    once, as float WAV bytes at the native rate.
+
+    For callers that read one recording several times (a query: clips, then landmarks): each
+    :func:`load_audio` of an m4a runs ffmpeg over it again, a WAV is read in place.
+
+    Raises
+    ------
+    AudioDecodeError
+        As :func:`load_audio`.
+    """
+    _check_source(source)
+    if not _ffmpeg_may_help(source) or _libsndfile_opens(source):
+        return source
+    info = _ffprobe(source)
+    segment = _pydub_segment(source, offset_s=0.0, duration_s=max_seconds if max_seconds is None or
+                             max_seconds < info.duration_s + TRUNCATION_TOLERANCE_S else None)
+    buffer = io.BytesIO()
+    sf.write(buffer, _segment_to_array(segment), int(segment.frame_rate), format="WAV", subtype="FLOAT")
+    return buffer.getvalue()
+
+
 def _downmix(data: np.ndarray) -> np.ndarray:
     """Mono float32 [n] from [n, channels]: the channels' mean.
 
@@ -363,11 +386,12 @@ def _ffmpeg_input(source: AudioSource) -> tuple[str, bytes | None]:
     """The ``-i`` argument for ffmpeg/ffprobe and the bytes to send on stdin (``None`` for a path).
 
     A path goes as ``file:<path>`` (a name such as ``-x.m4a`` or ``http:x.m4a`` is a file name,
-    never an option or a protocol); bytes go through ``cache:pipe:0``, which lets the demuxer
-    seek back (an m4a keeps its index, the ``moov`` atom, after the audio).
+    never an option or a protocol); bytes go through ``pipe:0``, read front to back (an m4a whose
+    index, the ``moov`` atom, follows the audio is still described: ``cache:pipe:0`` would try to
+    seek to the end first, which a pipe cannot).
     """
     if isinstance(source, (bytes, bytearray, memoryview)):
-        return "cache:pipe:0", bytes(source)
+        return "pipe:0", bytes(source)
     return "file:" + os.fspath(Path(source).resolve()), None
 
 
@@ -379,7 +403,7 @@ def _ffmpeg_message(stderr: bytes) -> str:
     line = lines[-1]
     if line.startswith("[") and "] " in line:
         line = line.split("] ", 1)[1]
-    if line.startswith(("file:", "cache:pipe:0", "pipe:0")) and ": " in line:
+    if line.startswith(("file:", "pipe:0")) and ": " in line:
         line = line.split(": ", 1)[1]  # "<input>: Invalid data ..." - the source is named already
     return line[:200]
 
