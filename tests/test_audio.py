@@ -77,6 +77,12 @@ def test_m4a_falls_back_to_ffmpeg(write_audio, tmp_path):
     assert abs(decoded.shape[0] / 22050 - 3.0) < 0.1
     assert np.abs(decoded).max() > 0.3
     assert probe_audio(m4a).format == "m4a"
+    # As bytes (an upload) too: ffmpeg writes an m4a's index after the audio, read through a pipe.
+    thirty = tmp_path / "thirty.m4a"
+    subprocess.run(["ffmpeg", "-loglevel", "error", "-y", "-f", "lavfi", "-i", "sine=frequency=440:sample_rate=44100:duration=30",
+                    "-ac", "2", "-c:a", "aac", "-b:a", "128k", str(thirty)], check=True)
+    for source in (m4a.read_bytes(), thirty.read_bytes()):
+        assert probe_audio(source).duration_s == pytest.approx(3.0 if len(source) < 100_000 else 30.0, abs=0.1)
     window = load_audio(m4a, 22050, offset_s=1.0, duration_s=1.0)
     assert abs(window.shape[0] - 22050) < 500
 
@@ -186,3 +192,105 @@ def test_too_few_samples_to_survive_resampling_is_a_decode_error():
     assert load_audio(buffer.getvalue(), 22050).shape == (1,)
     with pytest.raises(AudioDecodeError, match="leave no audio at 8000 Hz"):
         load_audio(buffer.getvalue(), 8000)
+
+
+def _long_m4a(tmp_path, hours: float):
+    """A ``hours``-long low-bitrate AAC m4a, made fast: one minute encoded, then looped by stream copy."""
+    minute = tmp_path / "minute.m4a"
+    subprocess.run(["ffmpeg", "-loglevel", "error", "-y", "-f", "lavfi", "-i", "sine=frequency=440:sample_rate=8000:duration=60",
+                    "-c:a", "aac", "-b:a", "8k", str(minute)], check=True)
+    long = tmp_path / "long.m4a"
+    subprocess.run(["ffmpeg", "-loglevel", "error", "-y", "-stream_loop", str(int(hours * 60) - 1), "-i", str(minute),
+                    "-c", "copy", str(long)], check=True)
+    return long
+
+
+@needs_ffmpeg
+def test_a_two_hour_m4a_query_is_refused_from_its_header_without_decoding(tmp_path, monkeypatch):
+    from soundalike.search import check_query_length
+
+    long = _long_m4a(tmp_path, 2.0)
+
+    def no_decode(*args, **kwargs):
+        raise AssertionError("the whole file was decoded to learn its length")
+
+    monkeypatch.setattr("soundalike.audio._pydub_segment", no_decode)
+    for source in (long, long.read_bytes()):
+        info = probe_audio(source)
+        assert (info.sample_rate_hz, info.channels) == (8000, 1)
+        assert info.duration_s == pytest.approx(7200, abs=10)
+        with pytest.raises(ParameterError, match="max_query_seconds=600"):
+            check_query_length(source, 600.0)
+
+
+def _zero_channel_wav() -> bytes:
+    import struct
+
+    data = bytes(200)
+    fmt = struct.pack("<HHIIHH", 1, 0, 8000, 16000, 2, 16)  # PCM, 0 channels
+    return (b"RIFF" + struct.pack("<I", 4 + 8 + 16 + 8 + len(data)) + b"WAVE" + b"fmt " + struct.pack("<I", 16) + fmt
+            + b"data" + struct.pack("<I", len(data)) + data)
+
+
+@needs_ffmpeg
+@pytest.mark.parametrize("kind", ["png", "silent_video", "zero_channel_wav", "text_as_mp3"])
+def test_files_without_playable_audio_get_a_reason_a_user_understands(tmp_path, kind):
+    if kind == "png":
+        path = tmp_path / "cover.png"
+        subprocess.run(["ffmpeg", "-loglevel", "error", "-y", "-f", "lavfi", "-i", "color=c=red:s=16x16",
+                        "-frames:v", "1", str(path)], check=True)
+        reason = "no audio stream"
+    elif kind == "silent_video":
+        path = tmp_path / "clip.mp4"
+        subprocess.run(["ffmpeg", "-loglevel", "error", "-y", "-f", "lavfi", "-i", "testsrc=s=64x64:d=1", "-an",
+                        "-c:v", "mpeg4", str(path)], check=True)
+        reason = "no audio stream"
+    elif kind == "zero_channel_wav":
+        path = tmp_path / "zero.wav"
+        path.write_bytes(_zero_channel_wav())
+        reason = "not a readable audio file"
+    else:
+        path = tmp_path / "text.mp3"
+        path.write_bytes(b"this is a shopping list, not an mp3\n" * 20)
+        reason = "not a readable audio file"
+    for source in (path, path.read_bytes()):
+        for decode in (probe_audio, lambda s: load_audio(s, 16000)):
+            with pytest.raises(AudioDecodeError, match=reason) as err:
+                decode(source)
+            message = str(err.value)
+            for leak in ("list index", "Expecting property", "possibly a pipe", "Traceback"):
+                assert leak not in message, message
+
+
+def test_an_offset_far_past_the_end_is_a_decode_error_naming_the_file(write_audio):
+    path = write_audio("short.wav", melody(16000, 1.0), 16000)
+    for offset_s in (1e308, 1e20, 2.0):
+        with pytest.raises(AudioDecodeError, match=r"short\.wav: no audio samples after offset .* 1\.00 s long"):
+            load_audio(path, 16000, offset_s=offset_s)
+    # A duration beyond the end reads to the end.
+    assert load_audio(path, 16000, offset_s=0.5, duration_s=1e308).shape == (8000,)
+    with pytest.raises(ParameterError, match="start offset .* finite number of seconds >= 0, got inf"):
+        load_audio(path, 16000, offset_s=float("inf"))
+
+
+@needs_ffmpeg
+def test_an_offset_far_past_the_end_of_an_m4a_is_a_decode_error(tmp_path):
+    m4a = tmp_path / "s.m4a"
+    subprocess.run(["ffmpeg", "-loglevel", "error", "-y", "-f", "lavfi", "-i", "sine=frequency=440:sample_rate=8000:duration=3",
+                    "-c:a", "aac", str(m4a)], check=True)
+    with pytest.raises(AudioDecodeError, match=r"s\.m4a: no audio samples after offset 1e\+308 s"):
+        load_audio(m4a, 8000, offset_s=1e308)
+    assert abs(load_audio(m4a, 8000, offset_s=1.0, duration_s=1e308).shape[0] - 16000) < 800
+
+
+def test_float_samples_of_absurd_magnitude_are_refused(write_audio):
+    path = write_audio("junk.wav", np.full(16000, 1e30, np.float32), 16000, subtype="FLOAT")
+    with pytest.raises(AudioDecodeError, match=r"junk\.wav: decoded samples reach 1e\+30"):
+        load_audio(path, 16000)
+    # Channels of opposite sign must not cancel into silence.
+    stereo = write_audio("cancel.wav", np.stack([np.full(16000, 1e30), np.full(16000, -1e30)], 1).astype(np.float32),
+                         16000, subtype="FLOAT")
+    with pytest.raises(AudioDecodeError, match="decoded samples reach"):
+        load_audio(stereo, 16000)
+    loud = write_audio("loud.wav", (melody(16000, 1.0) * 8).astype(np.float32), 16000, subtype="FLOAT")
+    assert np.abs(load_audio(loud, 16000)).max() > 1.0  # overshooting float audio is still audio

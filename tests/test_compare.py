@@ -9,6 +9,7 @@ import soxr
 from conftest import melody
 from soundalike.cli import main
 from soundalike.compare import compare_files, compare_waves
+from soundalike.errors import AudioDecodeError, ParameterError
 
 
 @pytest.fixture
@@ -163,3 +164,25 @@ def test_compare_reads_files_whose_names_are_not_utf8(song, tmp_path, capsys):
     assert main(["compare", str(odd), str(path), "--seconds", "5", "--json", "--plot", str(png)]) == 0
     assert json.loads(capsys.readouterr().out)["mean_cosine"] == pytest.approx(1.0, abs=1e-5)
     assert png.read_bytes()[:4] == b"\x89PNG"
+
+
+def test_a_float_file_of_absurd_samples_is_refused_not_scored_as_nan(song, write_audio, capsys):
+    """1e30-valued float samples once gave ``"mean_cosine": NaN`` (not JSON) and exit 0."""
+    junk = write_audio("junk.wav", np.full(44100 * 3, 1e30, np.float32), 44100, subtype="FLOAT")
+    path = song[0]
+    assert main(["compare", str(junk), str(path), "--json"]) == 2
+    out, err = capsys.readouterr()
+    assert "NaN" not in out and "junk.wav" in err and "decoded samples reach 1e+30" in err
+    # A float file that overshoots full scale a little is still audio.
+    loud = write_audio("loud.wav", np.clip(np.asarray(melody(44100, 3.0)) * 4, -4, 4).astype(np.float32), 44100,
+                       subtype="FLOAT")
+    assert main(["compare", str(loud), str(loud), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["mean_cosine"] == pytest.approx(1.0, abs=1e-4)
+
+
+def test_compare_names_the_start_offset_it_refuses(write_audio):
+    path = write_audio("a.wav", melody(22050, 2.0), 22050)
+    with pytest.raises(ParameterError, match="start_a_s .* finite number of seconds >= 0, got inf"):
+        compare_files(path, path, start_a_s=float("inf"))
+    with pytest.raises(AudioDecodeError, match=r"a\.wav: no audio samples after offset 1e\+308 s"):
+        compare_files(path, path, start_b_s=1e308)

@@ -175,3 +175,80 @@ def test_the_embedder_model_refuses_a_recording_over_max_query_seconds_instead_o
     want = extract_track(fits, model.embedder, cfg.clips)
     assert answer["start_s"] == want.start_s.tolist() == [0.0, 10.0]
     np.testing.assert_allclose(np.array(answer["vectors"]), want.vectors, atol=1e-6)
+
+
+def test_cli_query_honours_its_max_query_seconds_and_names_the_users_file(registered_search_model, tmp_path, capsys):
+    m = registered_search_model
+    base = ["--conf", str(LOCAL_CONF)] + [x for o in m.overrides for x in ("--set", o)]
+    excerpt = tmp_path / "my excerpt.wav"
+    excerpt.write_bytes(excerpt_wav(m, 0, offset_s=0.0, duration_s=25.0))
+    # The model allows 600 s; this command's query.max_query_seconds=20 must apply.
+    assert main(["query", str(excerpt), *base, "--set", "query.max_query_seconds=20"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and str(excerpt) in err and "max_query_seconds=20" in err, err
+    assert main(["query", str(excerpt), *base, "--set", "query.max_query_seconds=25", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["query_seconds"] == pytest.approx(25.0)
+
+    # Errors found inside the model name the file too, not "<n bytes>" of "query row 0".
+    short = tmp_path / "short.wav"
+    sf.write(short, melody(8000, 2.0), 8000)
+    junk = tmp_path / "junk.wav"
+    sf.write(junk, np.full(8000 * 8, 1e30, np.float32), 8000, subtype="FLOAT")
+    notes = tmp_path / "notes.wav"
+    notes.write_bytes(b"not audio at all\n" * 100)
+    for path, reason in ((short, "clips.min_tail_s"), (junk, "decoded samples reach"), (notes, "not a readable")):
+        assert main(["query", str(path), *base]) == 2
+        err = capsys.readouterr().err.strip()
+        assert f"cannot decode {path}: " in err and reason in err, err
+        assert "bytes>" not in err and "query row" not in err, err
+
+
+def test_readme_lists_every_field_of_the_query_json(registered_search_model, capsys):
+    """README's `soundalike query --json` shape is the real one (it once left out clip_policy)."""
+    import re
+
+    m = registered_search_model
+    args = ["query", str(m.root / m.meta[1].file), "--conf", str(LOCAL_CONF), "--json"]
+    assert main(args + [x for o in m.overrides for x in ("--set", o)]) == 0
+    out = json.loads(capsys.readouterr().out)
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    section = readme[readme.index("### Query"):readme.index("**Excerpt identification.**")]
+    shape = section[section.index("`--json` prints"):]
+    documented = set(re.findall(r"[a-z_]+", shape))
+    fields = set(out) | set(out["results"][0]) | set(out["results"][0]["evidence"][0]) | set(out["timings_ms"])
+    assert fields <= documented, f"undocumented: {sorted(fields - documented)}"
+    assert "Nothing else changes" not in readme
+
+
+def test_an_m4a_query_is_decoded_once(fingerprinted_search_model, tmp_path, monkeypatch):
+    """Length from ffprobe, then one ffmpeg decode shared by the clips and the landmarks."""
+    import shutil
+    import subprocess
+
+    import soundalike.audio
+
+    if shutil.which("ffmpeg") is None:
+        pytest.skip("ffmpeg not on PATH")
+    m = fingerprinted_search_model
+    wav = tmp_path / "q.wav"
+    wav.write_bytes(excerpt_wav(m, 0, offset_s=0.0, duration_s=30.0))
+    m4a = tmp_path / "q.m4a"
+    subprocess.run(["ffmpeg", "-loglevel", "error", "-y", "-i", str(wav), "-c:a", "aac", "-b:a", "128k", str(m4a)],
+                   check=True)
+    searcher = m.model.unwrap_python_model().searcher
+    decodes = []
+    real = soundalike.audio._pydub_segment
+    monkeypatch.setattr(soundalike.audio, "_pydub_segment", lambda *a, **k: decodes.append(k) or real(*a, **k))
+    for source in (m4a, m4a.read_bytes()):
+        decodes.clear()
+        out = searcher.search(source)
+        assert len(decodes) == 1, decodes
+        assert out["results"][0]["track_id"] == track_id_of(m, 0)
+        assert out["query_seconds"] == pytest.approx(30.0, abs=0.1)
+        assert out["identified"]["track_id"] == track_id_of(m, 0)  # the landmarks read the same decode
+
+
+def track_id_of(m, i: int) -> str:
+    import hashlib
+
+    return hashlib.sha256((m.root / m.meta[i].file).read_bytes()).hexdigest()

@@ -111,6 +111,22 @@ def test_params_and_exclude_self_reach_the_model(served):
     assert track_id(m, 1) not in [r["track_id"] for r in out["results"]]
 
 
+def test_info_defaults_are_what_a_search_without_params_runs_with(served):
+    """The app's query.* settings differ from the model's logged ones: /api/info must not lie."""
+    m, backend, _ = served
+    cfg = load_config(None, m.overrides + ["query.top_k_per_chunk=1", "query.vote_weight=1.0", "query.max_results=3"])
+    client = TestClient(create_app(cfg, backend))
+    defaults = client.get("/api/info").json()["defaults"]
+    assert defaults == {"max_results": 3, "top_k_per_chunk": 1, "vote_weight": 1.0}
+    query = excerpt_wav(m, 0)
+    out = search(client, query).json()  # what the page sends: no params but max_results
+    direct = m.model.predict(pd.DataFrame({"audio_b64": [base64.b64encode(query).decode()]}), params=defaults)[0]
+    assert [(r["track_id"], r["combined_score"]) for r in out["results"]] == \
+        [(r["track_id"], r["combined_score"]) for r in direct["results"]]
+    # top_k_per_chunk=1: one catalogue clip per query clip, so as many votes as query clips.
+    assert len(out["results"]) <= 3 and sum(r["votes"] for r in out["results"]) == out["query_clips"]
+
+
 @pytest.mark.parametrize("form, status, message", [
     ({"max_results": 0}, 400, "max_results must be in"),
     ({"vote_weight": 1.5}, 400, "vote_weight must be in"),
@@ -149,6 +165,11 @@ def test_text_search_without_a_text_tower_is_a_clear_400(served):
     response = client.post("/api/search/text", json={"text": "calm solo piano"})
     assert response.status_code == 400 and "no text tower" in response.json()["detail"]
     assert client.post("/api/search/text", json={"text": ""}).status_code == 422
+    for blank in ("   ", "\n\t"):
+        response = client.post("/api/search/text", json={"text": blank})
+        assert response.status_code == 400 and "text is empty" in response.json()["detail"]
+        with pytest.raises(mlflow.exceptions.MlflowException, match="query row 0: text is empty"):
+            backend.model.predict(pd.DataFrame({"text": [blank]}))
     response = client.post("/api/search/text", json={"text": "x" * 1001})
     assert response.status_code == 400 and "at most 1000 characters" in response.json()["detail"]
 
@@ -264,6 +285,30 @@ def test_compare_refuses_bad_input(served):
     assert client.post("/api/compare", files={"a": ("a.wav", good)}).status_code == 422
 
 
+@pytest.mark.parametrize("start_a_s", ["1e308", "inf", "3600"])
+def test_compare_start_past_the_end_is_a_readable_refusal_not_a_500(served, start_a_s):
+    m, _, client = served
+    good = excerpt_wav(m, 0, duration_s=12.0)
+    response = client.post("/api/compare", files={"a": ("a.wav", good), "b": ("b.wav", good)},
+                           data={"start_a_s": start_a_s})
+    assert response.status_code in (400, 422), response.text
+    detail = str(response.json()["detail"])
+    assert "start_a_s" in detail and "offset_s" not in detail
+    if response.status_code == 400:
+        assert detail.startswith("cannot decode a.wav:") and "past its end" in detail
+
+
+def test_compare_refuses_float_audio_of_absurd_magnitude(served):
+    m, _, client = served
+    buffer = io.BytesIO()
+    sf.write(buffer, np.full(44100 * 12, 1e30, np.float32), 44100, format="WAV", subtype="FLOAT")
+    good = excerpt_wav(m, 0, duration_s=12.0)
+    response = client.post("/api/compare", files={"a": ("a.wav", good), "b": ("junk.wav", buffer.getvalue())})
+    assert response.status_code == 400 and "decoded samples reach 1e+30" in response.json()["detail"]
+    response = search(client, buffer.getvalue(), name="junk.wav")
+    assert response.status_code == 400 and "decoded samples reach 1e+30" in response.json()["detail"]
+
+
 # --------------------------------------------------------------------------- clip audio
 
 
@@ -293,6 +338,11 @@ def test_clip_audio_serves_only_catalogue_tracks(served):
     past_end = client.get(f"/api/clips/{track_id(m, 0)}/audio", params={"start_s": 3600})
     assert past_end.status_code == 400
     assert client.get(f"/api/clips/{track_id(m, 0)}/audio", params={"start_s": -1}).status_code == 422
+    for huge in ("1e308", "inf"):
+        response = client.get(f"/api/clips/{track_id(m, 0)}/audio", params={"start_s": huge})
+        assert response.status_code == 422 and "start_s" in str(response.json()["detail"])
+    response = client.get(f"/api/clips/{track_id(m, 0)}/audio", params={"start_s": 500000})
+    assert response.status_code == 400 and "no audio samples after offset 500000 s" in response.json()["detail"]
 
 
 # --------------------------------------------------------------------------- page and schema
@@ -306,6 +356,25 @@ def test_page_static_files_and_openapi_schema(served):
     schema = client.get("/openapi.json").json()
     assert {"/api/search", "/api/search/text", "/api/compare", "/api/clips/{track_id}/audio", "/api/info"} <= set(schema["paths"])
     assert "combined_score" in schema["components"]["schemas"]["Song"]["properties"]
+
+
+def test_page_answers_head_and_every_response_forbids_sniffing_and_framing(served):
+    m, _, client = served
+    head = client.head("/")
+    assert head.status_code == 200 and head.headers["content-type"].startswith("text/html") and not head.content
+    too_big = client.post("/api/search/text", content=b"{" + b" " * 70000 + b"}",
+                          headers={"Content-Type": "application/json"})
+    responses = [client.get("/"), head, client.get("/api/info"), client.get("/static/app.js"),
+                 search(client, b"not audio"), too_big,
+                 client.get(f"/api/clips/{track_id(m, 0)}/audio", params={"start_s": 0})]
+    for response in responses:
+        assert response.headers["x-content-type-options"] == "nosniff", response.url
+        assert response.headers["x-frame-options"] == "DENY", response.url
+        assert "frame-ancestors 'none'" in response.headers["content-security-policy"], response.url
+    # The text endpoint's limit is its own 64 KiB, not query.max_query_bytes.
+    assert too_big.status_code == 413
+    detail = too_big.json()["detail"]
+    assert "65536 bytes" in detail and "64 KiB" in detail and "max_query_bytes" not in detail, detail
 
 
 # --------------------------------------------------------------------------- remote backend

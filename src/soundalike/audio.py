@@ -4,7 +4,8 @@ Describe-then-load: :func:`probe_audio` reads only the header (cheap, for manife
 ``tracks`` table); :func:`load_audio` decodes, optionally just a window of the file.
 
 Decoding goes through libsndfile (``soundfile``: wav, flac, ogg/vorbis, opus, mp3, aiff, ...).
-Other containers (m4a/aac, wma, ...) fall back to pydub, which needs ``ffmpeg`` on PATH.
+Other containers (m4a/aac, wma, ...) fall back to pydub, which needs ``ffmpeg`` on PATH; their
+header is read with ``ffprobe`` (shipped with ffmpeg), so probing a 5-hour m4a decodes nothing.
 Resampling uses soxr (high quality).
 
 Examples
@@ -31,6 +32,10 @@ import soxr
 from soundalike.errors import AudioDecodeError, ParameterError
 
 AudioSource = Union[str, os.PathLike, bytes, bytearray, memoryview]
+
+#: Largest sample magnitude accepted (full scale is 1.0; float files may overshoot, but by +80 dB
+#: no real recording does, and values like 1e30 turn every spectrum into NaN).
+MAX_SAMPLE_MAGNITUDE = 1e4
 
 #: Formats libsndfile decodes itself; anything else is tried through ffmpeg.
 LIBSNDFILE_EXTENSIONS = frozenset(
@@ -80,16 +85,8 @@ def probe_audio(source: AudioSource) -> AudioInfo:
         info = sf.info(_as_soundfile_input(source))
     except (sf.LibsndfileError, RuntimeError, TypeError) as exc:
         if _ffmpeg_may_help(source):
-            segment = _pydub_segment(source, offset_s=0.0, duration_s=None)
-            frames = int(segment.frame_count())
-            return AudioInfo(
-                sample_rate_hz=int(segment.frame_rate),
-                channels=int(segment.channels),
-                frames=frames,
-                duration_s=frames / float(segment.frame_rate),
-                format=_extension(source) or "unknown",
-            )
-        raise AudioDecodeError(describe_source(source), _libsndfile_reason(exc)) from None
+            return _ffprobe(source)
+        raise AudioDecodeError(describe_source(source), _libsndfile_reason(exc, source)) from None
     if info.frames <= 0 or info.samplerate <= 0:
         raise AudioDecodeError(describe_source(source), "the file holds no audio samples")
     return AudioInfo(
@@ -134,27 +131,33 @@ def load_audio(
     Raises
     ------
     AudioDecodeError
-        Unreadable, empty, truncated or non-audio input, or a window past the end of the file.
+        Unreadable, empty, truncated or non-audio input, a window past the end of the file, or
+        samples that are NaN, infinite or beyond ±:data:`MAX_SAMPLE_MAGNITUDE`.
     ParameterError
         ``sr`` not positive, negative ``offset_s`` or non-positive ``duration_s``.
     """
     if not isinstance(sr, (int, np.integer)) or sr <= 0:
         raise ParameterError(f"sr must be a positive integer sample rate in Hz, got {sr!r}")
     if not math.isfinite(offset_s) or offset_s < 0:
-        raise ParameterError(f"offset_s must be >= 0 seconds, got {offset_s!r}")
+        raise ParameterError(f"the start offset (offset_s) must be a finite number of seconds >= 0, got {offset_s!r}")
     if duration_s is not None and (not math.isfinite(duration_s) or duration_s <= 0):
-        raise ParameterError(f"duration_s must be > 0 seconds or None, got {duration_s!r}")
+        raise ParameterError(f"the duration (duration_s) must be a finite number of seconds > 0, got {duration_s!r}")
     _check_source(source)
 
     try:
         data, native_sr = _read_libsndfile(source, offset_s, duration_s)
-    except _Truncated as exc:
+    except (_Truncated, _PastTheEnd) as exc:
         raise AudioDecodeError(describe_source(source), str(exc)) from None
     except (sf.LibsndfileError, RuntimeError, TypeError, ValueError) as exc:
         if not _ffmpeg_may_help(source) or _libsndfile_opens(source):
             # libsndfile read the header, so the format is its own and the stream is broken
             # (a truncated FLAC "loses sync"): ffmpeg would only decode the part before the damage.
-            raise AudioDecodeError(describe_source(source), _libsndfile_reason(exc)) from None
+            raise AudioDecodeError(describe_source(source), _libsndfile_reason(exc, source)) from None
+        info = _ffprobe(source)  # a clear reason (no audio stream, not media) before pydub's own errors
+        if offset_s >= info.duration_s + TRUNCATION_TOLERANCE_S:
+            raise AudioDecodeError(describe_source(source), _past_the_end(offset_s, info.duration_s))
+        if duration_s is not None and offset_s + duration_s >= info.duration_s + TRUNCATION_TOLERANCE_S:
+            duration_s = None  # to the end: ffmpeg refuses a -t of 1e308 s
         segment = _pydub_segment(source, offset_s=offset_s, duration_s=duration_s)
         data = _segment_to_array(segment)
         native_sr = int(segment.frame_rate)
@@ -162,9 +165,18 @@ def load_audio(
     if data.size == 0:
         where = f" after offset {offset_s:g} s" if offset_s else ""
         raise AudioDecodeError(describe_source(source), f"no audio samples{where}")
-    wave = _downmix(data) if data.ndim == 2 else data.astype(np.float32)
-    if not np.all(np.isfinite(wave)):
+    # Two passes without a copy; NaN anywhere makes max() NaN. Checked before the downmix, whose
+    # sums could overflow (or cancel: +1e30 and -1e30 average to silence).
+    peak = max(float(data.max()), -float(data.min()))
+    if not math.isfinite(peak):
         raise AudioDecodeError(describe_source(source), "decoded samples contain NaN or infinity")
+    if peak > MAX_SAMPLE_MAGNITUDE:
+        raise AudioDecodeError(
+            describe_source(source),
+            f"decoded samples reach {peak:.3g}; audio lies in [-1, 1] (float files up to "
+            f"±{MAX_SAMPLE_MAGNITUDE:g} are accepted), so this float file holds garbage, not sound",
+        )
+    wave = _downmix(data) if data.ndim == 2 else data.astype(np.float32)
     if native_sr != sr:
         if resample is not None:
             wave = resample(wave, native_sr, sr)
@@ -175,6 +187,29 @@ def load_audio(
                 describe_source(source), f"{data.shape[0]} sample(s) at {native_sr} Hz leave no audio at {sr} Hz"
             )
     return np.ascontiguousarray(wave)
+
+
+def decode_once(source: AudioSource, *, max_seconds: float | None = None) -> AudioSource:
+    """``source`` itself if libsndfile reads it, else its first ``max_seconds`` decoded by ffmpeg
+    once, as float WAV bytes at the native rate.
+
+    For callers that read one recording several times (a query: clips, then landmarks): each
+    :func:`load_audio` of an m4a runs ffmpeg over it again, a WAV is read in place.
+
+    Raises
+    ------
+    AudioDecodeError
+        As :func:`load_audio`.
+    """
+    _check_source(source)
+    if not _ffmpeg_may_help(source) or _libsndfile_opens(source):
+        return source
+    info = _ffprobe(source)
+    segment = _pydub_segment(source, offset_s=0.0, duration_s=max_seconds if max_seconds is None or
+                             max_seconds < info.duration_s + TRUNCATION_TOLERANCE_S else None)
+    buffer = io.BytesIO()
+    sf.write(buffer, _segment_to_array(segment), int(segment.frame_rate), format="WAV", subtype="FLOAT")
+    return buffer.getvalue()
 
 
 def _downmix(data: np.ndarray) -> np.ndarray:
@@ -199,13 +234,17 @@ def _read_libsndfile(
 ) -> tuple[np.ndarray, int]:
     with sf.SoundFile(_as_soundfile_input(source)) as f:
         native_sr = int(f.samplerate)
+        if f.frames > 0 and offset_s * native_sr >= f.frames:
+            # Also keeps int() away from an offset such as 1e308 s, whose sample index overflows.
+            raise _PastTheEnd(_past_the_end(offset_s, f.frames / native_sr))
         start = int(round(offset_s * native_sr))
         if start:
             if f.seekable():
                 f.seek(min(start, f.frames) if f.frames > 0 else start)
             else:  # pragma: no cover - every libsndfile format we read is seekable
                 f.read(start, dtype="float32", always_2d=True)
-        frames = -1 if duration_s is None else int(round(duration_s * native_sr))
+        # A duration past the end reads to the end (and never turns 1e308 s into an int).
+        frames = -1 if duration_s is None or duration_s * native_sr >= 2**62 else int(round(duration_s * native_sr))
         data = f.read(frames, dtype="float32", always_2d=True)
         promised = max(0, f.frames - start) if frames < 0 else min(frames, max(0, f.frames - start))
         if f.format == "WAV":
@@ -222,6 +261,15 @@ def _read_libsndfile(
 #: A decode this much shorter than the header promises (seconds, and fraction) is a truncated file.
 TRUNCATION_TOLERANCE_S = 1.0
 TRUNCATION_TOLERANCE = 0.05
+
+
+class _PastTheEnd(Exception):
+    """The asked-for start lies at or after the end of the file."""
+
+
+def _past_the_end(offset_s: float, length_s: float) -> str:
+    return (f"no audio samples after offset {offset_s:g} s: the file is {length_s:.2f} s long; "
+            "start inside it")
 
 
 class _Truncated(Exception):
@@ -280,11 +328,15 @@ def _as_soundfile_input(source: AudioSource) -> Union[str, bytes, BinaryIO]:
     return os.fsencode(source)
 
 
-def _libsndfile_reason(exc: Exception) -> str:
+def _libsndfile_reason(exc: Exception, source: AudioSource | None = None) -> str:
     text = str(exc).strip() or exc.__class__.__name__
     # libsndfile prefixes its messages with "Error opening <repr>: "; the source is named already.
     if ": " in text and text.startswith("Error opening"):
         text = text.split(": ", 1)[1]
+    if text.startswith("File does not exist or is not a regular file"):
+        # libsndfile's words when its mp3 decoder finds no frame; the file exists (checked before).
+        ext = _extension(source) if source is not None else None
+        text = f"its contents are not {'.' + ext + ' ' if ext else ''}audio in any format libsndfile knows"
     return f"not a readable audio file ({text})"
 
 
@@ -330,16 +382,105 @@ def _ffmpeg_may_help(source: AudioSource) -> bool:
     return ext is None or ext not in LIBSNDFILE_EXTENSIONS
 
 
+def _ffmpeg_input(source: AudioSource) -> tuple[str, bytes | None]:
+    """The ``-i`` argument for ffmpeg/ffprobe and the bytes to send on stdin (``None`` for a path).
+
+    A path goes as ``file:<path>`` (a name such as ``-x.m4a`` or ``http:x.m4a`` is a file name,
+    never an option or a protocol); bytes go through ``pipe:0``, read front to back (an m4a whose
+    index, the ``moov`` atom, follows the audio is still described: ``cache:pipe:0`` would try to
+    seek to the end first, which a pipe cannot).
+    """
+    if isinstance(source, (bytes, bytearray, memoryview)):
+        return "pipe:0", bytes(source)
+    return "file:" + os.fspath(Path(source).resolve()), None
+
+
+def _ffmpeg_message(stderr: bytes) -> str:
+    """ffmpeg's last error line without its ``[demuxer @ 0x...]`` prefix."""
+    lines = [ln.strip() for ln in stderr.decode("utf-8", "replace").splitlines() if ln.strip()]
+    if not lines:
+        return "no error message"
+    line = lines[-1]
+    if line.startswith("[") and "] " in line:
+        line = line.split("] ", 1)[1]
+    if line.startswith(("file:", "pipe:0")) and ": " in line:
+        line = line.split(": ", 1)[1]  # "<input>: Invalid data ..." - the source is named already
+    return line[:200]
+
+
+def _ffprobe(source: AudioSource) -> AudioInfo:
+    """What ffprobe reads from the container header of ``source``, without decoding the audio.
+
+    Raises
+    ------
+    AudioDecodeError
+        ffprobe is missing, the input is not a media file, or it holds no (usable) audio stream.
+    """
+    import json
+    import subprocess
+
+    name = describe_source(source)
+    if shutil.which("ffprobe") is None:
+        raise AudioDecodeError(name, _no_ffmpeg_reason(source, "ffprobe"))
+    target, data = _ffmpeg_input(source)
+    cmd = ["ffprobe", "-v", "error", "-show_entries",
+           "stream=codec_type,sample_rate,channels,duration:format=duration,format_name",
+           "-of", "json", "-i", target]
+    done = subprocess.run(cmd, input=data, capture_output=True, stdin=None if data is not None else subprocess.DEVNULL)
+    if done.returncode != 0:
+        raise AudioDecodeError(name, f"not a readable audio file ({_ffmpeg_message(done.stderr)})")
+    try:
+        answer = json.loads(done.stdout or b"{}")
+    except ValueError:
+        raise AudioDecodeError(name, "not a readable audio file (ffprobe could not describe it)") from None
+    streams = [s for s in answer.get("streams", []) if s.get("codec_type") == "audio"]
+    if not streams:
+        others = sorted({str(s.get("codec_type")) for s in answer.get("streams", []) if s.get("codec_type")})
+        others = ["video or images" if o == "video" else o for o in others]
+        held = f" (it holds {' and '.join(others)} only)" if others else ""
+        raise AudioDecodeError(name, f"no audio stream{held}; not an audio file")
+    stream = streams[0]
+    sr = _number(stream.get("sample_rate"))
+    channels = int(_number(stream.get("channels")) or 0)
+    if not sr or sr <= 0 or channels <= 0:
+        raise AudioDecodeError(name, f"the audio stream has {channels} channel(s) at {sr or 0:g} Hz; not playable audio")
+    duration_s = _number(stream.get("duration")) or _number(answer.get("format", {}).get("duration"))
+    if duration_s is None or not duration_s > 0:
+        # No length in the header (some raw streams): only a decode can tell.
+        segment = _pydub_segment(source, offset_s=0.0, duration_s=None)
+        duration_s = segment.frame_count() / float(segment.frame_rate)
+        if duration_s <= 0:
+            raise AudioDecodeError(name, "the file holds no audio samples")
+    return AudioInfo(
+        sample_rate_hz=int(sr),
+        channels=channels,
+        frames=int(round(duration_s * sr)),
+        duration_s=float(duration_s),
+        format=_extension(source) or str(answer.get("format", {}).get("format_name", "unknown")).split(",")[0],
+    )
+
+
+def _number(value) -> float | None:
+    """A finite float from ffprobe's JSON (numbers arrive as strings, "N/A" when unknown), else None."""
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return None
+    return number if math.isfinite(number) else None
+
+
+def _no_ffmpeg_reason(source: AudioSource, tool: str) -> str:
+    ext = _extension(source)
+    what = f".{ext} files" if ext else "this input"
+    missing = "ffmpeg is not on PATH" + ("" if tool == "ffmpeg" else f" ({tool} is missing)")
+    return (f"libsndfile cannot read {what} and {missing}; "
+            "install ffmpeg (e.g. `apt-get install ffmpeg`, which brings ffprobe) to decode m4a/aac/wma")
+
+
 def _pydub_segment(source: AudioSource, *, offset_s: float, duration_s: float | None):
     name = describe_source(source)
     if shutil.which("ffmpeg") is None:
-        ext = _extension(source)
-        what = f".{ext} files" if ext else "this input"
-        raise AudioDecodeError(
-            name,
-            f"libsndfile cannot read {what} and ffmpeg is not on PATH; "
-            "install ffmpeg (e.g. `apt-get install ffmpeg`) to decode m4a/aac/wma",
-        )
+        raise AudioDecodeError(name, _no_ffmpeg_reason(source, "ffmpeg"))
     from pydub import AudioSegment  # imported lazily: only this fallback needs it
     from pydub.exceptions import CouldntDecodeError
 

@@ -243,12 +243,14 @@ def _query_parser(sub: argparse._SubParsersAction) -> None:
 
 def _run_query(args: argparse.Namespace) -> int:
     import base64
+    import math
 
     import pandas as pd
 
+    from soundalike.audio import describe_source
     from soundalike.config import load_config
     from soundalike.errors import AudioDecodeError, ParameterError
-    from soundalike.search import query_track_id
+    from soundalike.search import check_query_length, query_track_id
 
     if (args.file is None) == (args.text is None):
         raise ParameterError("give exactly one of FILE (an audio file) or --text TEXT")
@@ -263,6 +265,10 @@ def _run_query(args: argparse.Namespace) -> int:
             raise AudioDecodeError(str(path), "file does not exist" if not path.exists() else "not a regular file")
         if path.stat().st_size > cfg.query.max_query_bytes:
             raise AudioDecodeError(str(path), f"larger than query.max_query_bytes={cfg.query.max_query_bytes}")
+        try:  # from the header, before the model is loaded or anything decoded; names the file
+            check_query_length(path, cfg.query.max_query_seconds)
+        except ParameterError as exc:
+            raise ParameterError(f"{path}: {exc}") from None
     model = _load_search_model(cfg, args.model)
     # The defaults are this command's query.* settings (--conf, --set), not the model's logged ones.
     q = cfg.query
@@ -275,9 +281,14 @@ def _run_query(args: argparse.Namespace) -> int:
         params["exclude_track_ids"] = [query_track_id(path)]
     if args.text is not None:
         frame = pd.DataFrame({"text": [args.text]})
+        out = _predict(model, frame, params)[0]
     else:
-        frame = pd.DataFrame({"audio_b64": [base64.b64encode(path.read_bytes()).decode()]})
-    out = _predict(model, frame, params)[0]
+        # This command's limit, within the model's own (a higher one the model would refuse).
+        params["max_query_seconds"] = min(q.max_query_seconds, _param_default(model, "max_query_seconds", math.inf))
+        data = path.read_bytes()
+        frame = pd.DataFrame({"audio_b64": [base64.b64encode(data).decode()]})
+        # The model knows the query as "row 0" of "<n bytes>"; the user knows it as their file.
+        out = _predict(model, frame, params, name=(describe_source(data), str(path)))[0]
     if args.json:
         _print_json(out)
     else:
@@ -303,7 +314,18 @@ def _load_search_model(cfg, uri: str | None):
         ) from None
 
 
-def _predict(model, frame, params):
+def _param_default(model, name: str, fallback):
+    """The default of param ``name`` in the model's signature (its logged ``query.*``), else ``fallback``."""
+    schema = model.metadata.get_params_schema() if model.metadata is not None else None
+    for param in (schema.params if schema is not None else []):
+        if param.name == name and param.default is not None:
+            return param.default
+    return fallback
+
+
+def _predict(model, frame, params, *, name: tuple[str, str] | None = None):
+    """``model.predict``; a refusal becomes a one-line error, with ``name = (model's, user's)`` name
+    of the one query swapped in and the model's ``query row 0:`` dropped."""
     import mlflow
 
     from soundalike.errors import ParameterError
@@ -311,7 +333,12 @@ def _predict(model, frame, params):
     try:
         return model.predict(frame, params=params)
     except mlflow.exceptions.MlflowException as exc:
-        raise ParameterError(str(exc.message).splitlines()[0]) from None
+        message = str(exc.message).splitlines()[0]
+        if len(frame) == 1:
+            message = message.removeprefix("query row 0: ")
+        if name is not None:
+            message = message.replace(name[0], name[1])
+        raise ParameterError(message) from None
 
 
 def _print_results(out: dict) -> None:

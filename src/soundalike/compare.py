@@ -74,12 +74,18 @@ class Comparison:
     def to_json(self) -> dict:
         """The ``--json`` form: ``{"mean_cosine", "frames", "offset_s", "timeline"}``."""
         return {
-            "mean_cosine": round(float(self.mean_cosine), 6),
+            "mean_cosine": _json_number(self.mean_cosine, 6),
             "frames": int(self.frames),
             "offset_s": round(float(self.offset_s), 4),
             "frame_hop_s": self.hop_length / self.sample_rate_hz,
-            "timeline": [round(float(v), 5) for v in self.timeline],
+            "timeline": [_json_number(v, 5) for v in self.timeline],
         }
+
+
+def _json_number(value: float, digits: int) -> float | None:
+    """``value`` rounded, or None (JSON null) where it is not finite: bare NaN is not JSON."""
+    value = float(value)
+    return round(value, digits) if math.isfinite(value) else None
 
 
 def compare_files(
@@ -113,6 +119,10 @@ def compare_files(
     """
     if not math.isfinite(seconds) or seconds < 0:
         raise ParameterError(f"seconds must be a number >= 0 (0 = whole track), got {seconds}")
+    for name, start in (("start_a_s", start_a_s), ("start_b_s", start_b_s)):
+        if not isinstance(start, (int, float)) or not math.isfinite(start) or start < 0:
+            raise ParameterError(f"{name} (where the compared stretch starts) must be a finite number of "
+                                 f"seconds >= 0, got {start!r}")
     duration = seconds if seconds > 0 else None
     wave_a = load_audio(a, sr, offset_s=start_a_s, duration_s=duration)
     wave_b = load_audio(b, sr, offset_s=start_b_s, duration_s=duration)
@@ -154,6 +164,9 @@ def compare_waves(
         raise ParameterError(f"max_offset_s must be a number >= 0, got {max_offset_s}")
     if max_offset_s is not None and math.isinf(max_offset_s):
         max_offset_s = None
+    for name, wave in (("wave_a", wave_a), ("wave_b", wave_b)):
+        if wave.size and not np.isfinite(wave).all():
+            raise ParameterError(f"{name} holds NaN or infinite samples; decode it with load_audio, which refuses them")
     mel_a = log_mel(wave_a, sr, params).numpy()
     mel_b = log_mel(wave_b, sr, params).numpy()
     unit_a, unit_b = _unit_frames(mel_a), _unit_frames(mel_b)

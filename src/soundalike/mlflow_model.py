@@ -136,8 +136,11 @@ def _text(row: dict, i: int) -> str | None:
         return None  # absent, or NaN where only other rows use the column
     if not isinstance(text, str):
         raise bad_request(f"query row {i}: text must be a string, got {type(text).__name__}")
+    others = any(isinstance(row.get(c), str) and row.get(c) for c in ("audio_b64", "path"))
     if not text.strip():
-        return None
+        if others:
+            return None  # an empty text cell beside the row's audio: an audio query
+        raise bad_request(f"query row {i}: text is empty; describe the music, e.g. \"calm solo piano\"")
     if any(isinstance(row.get(c), str) and row.get(c) for c in ("audio_b64", "path")):
         raise bad_request(f"query row {i}: give one of audio_b64, path or text, not several")
     return text

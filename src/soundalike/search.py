@@ -29,7 +29,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from soundalike.audio import AudioSource, load_audio, probe_audio
+from soundalike.audio import AudioSource, decode_once, describe_source, load_audio, probe_audio
 from soundalike.checksums import sha256_file
 from soundalike.config import ClipsConfig, Config, FingerprintConfig, QueryConfig
 from soundalike.embedders import Embedder, create_embedder
@@ -178,12 +178,14 @@ class Searcher:
         timings = {}
         t0 = time.perf_counter()
         check_query_length(source, p.max_query_seconds)
+        name = describe_source(source)
+        source = decode_once(source, max_seconds=p.max_query_seconds)  # an m4a is decoded once, not twice
         clips = extract_track(source, self.embedder, self.clips_cfg, batch_size=self.batch_size,
                               max_seconds=p.max_query_seconds)
         timings["decode_embed"] = (time.perf_counter() - t0) * 1000
         if len(clips) == 0:
             raise AudioDecodeError(
-                "<query>", f"query holds {clips.duration_s:.2f} s of audio; at least "
+                name, f"query holds {clips.duration_s:.2f} s of audio; at least "
                 f"{self.clips_cfg.min_tail_s:g} s (clips.min_tail_s) is needed"
             )
         keep = clips.indexable if clips.indexable.any() else np.ones(len(clips), bool)

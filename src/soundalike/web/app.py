@@ -47,6 +47,9 @@ STATIC_DIR = Path(__file__).with_name("static")
 
 #: Room for multipart boundaries, part headers and the small form fields around the files.
 FORM_OVERHEAD_BYTES = 64 * 1024
+#: Largest start offset a request may name, seconds (a week): anything later is past the end of
+#: any recording, and bounding it keeps inf and 1e308 out of the decoder.
+MAX_OFFSET_S = 7 * 24 * 3600.0
 #: Requests without a file (text queries) are small.
 SMALL_BODY_BYTES = 64 * 1024
 
@@ -176,12 +179,18 @@ def create_app(cfg: Config, backend: SearchBackend) -> FastAPI:
     from soundalike import __version__
 
     max_bytes = cfg.query.max_query_bytes
+    # What a search leaves out runs with this app's query.* settings, as `soundalike query` does
+    # with its own: sent with every request, so /api/info tells the truth for either backend
+    # (the model's logged defaults are unknown behind a remote endpoint).
+    defaults = {"max_results": cfg.query.max_results, "top_k_per_chunk": cfg.query.top_k_per_chunk,
+                "vote_weight": cfg.query.vote_weight}
     app = FastAPI(
         title="soundalike",
         version=__version__,
         description="Find the catalogue songs that sound like an uploaded recording; compare two tracks.",
     )
     app.add_middleware(BodyLimit, limit_for=_body_limits(max_bytes))
+    app.add_middleware(SecurityHeaders)  # added last: the outermost, so it sees every response
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
 
     @app.exception_handler(BackendError)
@@ -192,7 +201,7 @@ def create_app(cfg: Config, backend: SearchBackend) -> FastAPI:
     def _soundalike_error(request, exc: SoundalikeError):
         return JSONResponse({"detail": str(exc)}, status_code=400)
 
-    @app.get("/", include_in_schema=False)
+    @app.api_route("/", methods=["GET", "HEAD"], include_in_schema=False)
     def page() -> FileResponse:
         return FileResponse(STATIC_DIR / "index.html", media_type="text/html")
 
@@ -203,8 +212,7 @@ def create_app(cfg: Config, backend: SearchBackend) -> FastAPI:
             "backend": b.kind, "model": b.model, "embedder": b.embedder, "clip_s": b.clip_s,
             "text_search": b.text_search, "clip_audio": b.clip_audio, "max_upload_bytes": max_bytes,
             "max_compare_seconds": cfg.web.max_compare_seconds,
-            "defaults": {"max_results": cfg.query.max_results, "top_k_per_chunk": cfg.query.top_k_per_chunk,
-                         "vote_weight": cfg.query.vote_weight},
+            "defaults": dict(defaults),
         }
 
     @app.post("/api/search", response_model=SearchResult, responses=_ERRORS)
@@ -216,14 +224,14 @@ def create_app(cfg: Config, backend: SearchBackend) -> FastAPI:
         exclude_self: bool = Form(False, description="leave out the catalogue track with the same bytes"),
     ) -> dict:
         data = _read_upload(file, max_bytes)
-        params = _params(max_results=max_results, top_k_per_chunk=top_k_per_chunk, vote_weight=vote_weight)
+        params = _params(defaults, max_results=max_results, top_k_per_chunk=top_k_per_chunk, vote_weight=vote_weight)
         if exclude_self:
             params["exclude_track_ids"] = [hashlib.sha256(data).hexdigest()]
         return _ask(backend, {"audio_b64": base64.b64encode(data).decode()}, params)
 
     @app.post("/api/search/text", response_model=SearchResult, responses=_ERRORS)
     def search_text(query: TextQuery) -> dict:
-        params = _params(max_results=query.max_results, top_k_per_chunk=query.top_k_per_chunk,
+        params = _params(defaults, max_results=query.max_results, top_k_per_chunk=query.top_k_per_chunk,
                          vote_weight=query.vote_weight)
         return _ask(backend, {"text": query.text}, params)
 
@@ -233,15 +241,18 @@ def create_app(cfg: Config, backend: SearchBackend) -> FastAPI:
         b: UploadFile = File(description="track B"),
         seconds: float = Form(15.0, gt=0, le=cfg.web.max_compare_seconds,
                               description="compare at most this many seconds of each (a shorter track over its own length)"),
-        start_a_s: float = Form(0.0, ge=0, description="where A's compared stretch starts, seconds"),
-        start_b_s: float = Form(0.0, ge=0, description="where B's compared stretch starts, seconds"),
+        start_a_s: float = Form(0.0, ge=0, le=MAX_OFFSET_S, description="where A's compared stretch starts, seconds"),
+        start_b_s: float = Form(0.0, ge=0, le=MAX_OFFSET_S, description="where B's compared stretch starts, seconds"),
         align: bool = Form(True, description="find the offset of B that maximises similarity"),
     ) -> dict:
         from soundalike.compare import compare_files, plot_comparison
 
         data_a, data_b = _read_upload(a, max_bytes), _read_upload(b, max_bytes)
-        for upload, data in ((a, data_a), (b, data_b)):
-            _check_audio(upload, data)
+        for upload, data, start_s, field in ((a, data_a, start_a_s, "start_a_s"), (b, data_b, start_b_s, "start_b_s")):
+            length_s = _check_audio(upload, data).duration_s
+            if start_s >= length_s:
+                raise AudioDecodeError(upload.filename or "the upload",
+                                       f"{field}={start_s:g} s is past its end: it is {length_s:.2f} s long")
         result = compare_files(data_a, data_b, seconds=seconds, align=align, start_a_s=start_a_s, start_b_s=start_b_s)
         with tempfile.TemporaryDirectory() as tmp:
             png = plot_comparison(result, Path(tmp) / "compare.png", label_a=a.filename or "A",
@@ -257,7 +268,7 @@ def create_app(cfg: Config, backend: SearchBackend) -> FastAPI:
     )
     def clip_audio(
         track_id: str = PathParam(pattern=r"^[A-Za-z0-9_.:-]{1,128}$"),
-        start_s: float = Query(0.0, ge=0, description="clip start in the track, seconds"),
+        start_s: float = Query(0.0, ge=0, le=MAX_OFFSET_S, description="clip start in the track, seconds"),
         duration_s: float | None = Query(None, gt=0, description="at most the clip length (the default)"),
     ) -> Response:
         catalogue = backend.catalogue
@@ -281,9 +292,9 @@ def create_app(cfg: Config, backend: SearchBackend) -> FastAPI:
 # --------------------------------------------------------------------------- helpers
 
 
-def _params(**given) -> dict:
-    """Only the parameters the user set: the model fills in (and checks) the rest."""
-    return {k: v for k, v in given.items() if v is not None}
+def _params(defaults: dict, **given) -> dict:
+    """``defaults`` overridden by the parameters the user set; the model checks them all."""
+    return {**defaults, **{k: v for k, v in given.items() if v is not None}}
 
 
 def _ask(backend: SearchBackend, record: dict, params: dict) -> dict:
@@ -303,12 +314,13 @@ def _read_upload(upload: UploadFile, max_bytes: int) -> bytes:
     return data
 
 
-def _check_audio(upload: UploadFile, data: bytes) -> None:
-    """Read the upload's header, so that a bad file is named in the error (not ``<n bytes>``)."""
+def _check_audio(upload: UploadFile, data: bytes):
+    """Read the upload's header (its :class:`~soundalike.audio.AudioInfo`), so that a bad file is
+    named in the error (not ``<n bytes>``)."""
     from soundalike.audio import probe_audio
 
     try:
-        probe_audio(data)
+        return probe_audio(data)
     except AudioDecodeError as exc:
         raise AudioDecodeError(upload.filename or "the upload", exc.reason) from None
 
@@ -325,13 +337,14 @@ def _wav_clip(path: Path, sr: int, start_s: float, duration_s: float) -> bytes:
     return buffer.getvalue()
 
 
-def _body_limits(max_bytes: int) -> Callable[[str, str], int]:
-    def limit_for(method: str, path: str) -> int:
+def _body_limits(max_bytes: int) -> Callable[[str, str], tuple[int, str]]:
+    """``limit_for(method, path) -> (bytes, what sets it)`` for :class:`BodyLimit`."""
+    def limit_for(method: str, path: str) -> tuple[int, str]:
         if method == "POST" and path == "/api/search":
-            return max_bytes + FORM_OVERHEAD_BYTES
+            return max_bytes + FORM_OVERHEAD_BYTES, f"query.max_query_bytes={max_bytes} per file, plus the form"
         if method == "POST" and path == "/api/compare":
-            return 2 * max_bytes + FORM_OVERHEAD_BYTES
-        return SMALL_BODY_BYTES
+            return 2 * max_bytes + FORM_OVERHEAD_BYTES, f"query.max_query_bytes={max_bytes} per file, plus the form"
+        return SMALL_BODY_BYTES, f"{SMALL_BODY_BYTES // 1024} KiB for requests without a file"
 
     return limit_for
 
@@ -339,8 +352,8 @@ def _body_limits(max_bytes: int) -> Callable[[str, str], int]:
 class _TooLarge(HTTPException):
     """Raised from inside body parsing; FastAPI passes HTTPExceptions through as they are."""
 
-    def __init__(self, limit: int):
-        super().__init__(413, f"request body larger than {limit} bytes (query.max_query_bytes per file)")
+    def __init__(self, limit: int, why: str):
+        super().__init__(413, f"request body larger than {limit} bytes ({why})")
 
 
 class BodyLimit:
@@ -351,17 +364,17 @@ class BodyLimit:
     limit, so an oversized upload is never read whole.
     """
 
-    def __init__(self, app, limit_for: Callable[[str, str], int]):
+    def __init__(self, app, limit_for: Callable[[str, str], tuple[int, str]]):
         self.app = app
         self.limit_for = limit_for
 
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
-        limit = self.limit_for(scope["method"], scope["path"])
+        limit, why = self.limit_for(scope["method"], scope["path"])
         declared = dict(scope["headers"]).get(b"content-length")
         if declared is not None and (not declared.isdigit() or int(declared) > limit):
-            return await _send_json(send, 413, _TooLarge(limit).detail)
+            return await _send_json(send, 413, _TooLarge(limit, why).detail)
         received = 0
         started = False
 
@@ -371,7 +384,7 @@ class BodyLimit:
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
                 if received > limit:
-                    raise _TooLarge(limit)
+                    raise _TooLarge(limit, why)
             return message
 
         async def tracked_send(message):
@@ -385,6 +398,33 @@ class BodyLimit:
             if started:
                 raise
             await _send_json(send, 413, exc.detail)
+
+
+#: Sent with every response: no MIME sniffing (an upload echoed back is never run as a script),
+#: and the page may not be framed by another site (clickjacking).
+SECURITY_HEADERS = ((b"x-content-type-options", b"nosniff"), (b"x-frame-options", b"DENY"),
+                    (b"content-security-policy", b"frame-ancestors 'none'"))
+
+
+class SecurityHeaders:
+    """ASGI middleware adding :data:`SECURITY_HEADERS` to every response (413s from
+    :class:`BodyLimit` included, as it runs inside this one)."""
+
+    def __init__(self, app):
+        self.app = app
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+
+        async def send_with_headers(message):
+            if message["type"] == "http.response.start":
+                names = {name.lower() for name, _ in message.get("headers", [])}
+                extra = [(n, v) for n, v in SECURITY_HEADERS if n not in names]
+                message = {**message, "headers": [*message.get("headers", []), *extra]}
+            await send(message)
+
+        await self.app(scope, receive, send_with_headers)
 
 
 async def _send_json(send, status: int, detail: str) -> None:
