@@ -252,3 +252,24 @@ def track_id_of(m, i: int) -> str:
     import hashlib
 
     return hashlib.sha256((m.root / m.meta[i].file).read_bytes()).hexdigest()
+
+
+def test_a_mel_model_packs_no_weights_even_when_a_weights_path_is_set(registered_search_model, tmp_path):
+    """The bundle passes the weights volume for every embedder; mel reads none of it."""
+    from soundalike.mlflow_model import configure_mlflow, log_search_model
+
+    m = registered_search_model
+    volume = tmp_path / "weights"
+    (volume / "laion").mkdir(parents=True)
+    (volume / "laion" / "model.pt").write_bytes(b"\0" * 100_000)  # someone else's checkpoint
+    cfg = dataclasses.replace(m.cfg, embedder=dataclasses.replace(m.cfg.embedder, weights_path=str(volume)))
+    assert cfg.embedder.name == "mel"
+    example = io.BytesIO()
+    sf.write(example, melody(8000, 6.0), 8000, format="WAV", subtype="PCM_16")
+    with mlflow.start_run(experiment_id=configure_mlflow(cfg), run_name="mel with a weights path"):
+        info = log_search_model(Path(cfg.workdir) / "index", cfg, example_audio=example.getvalue(),
+                                registered_model_name=None)
+    local = Path(mlflow.artifacts.download_artifacts(info.model_uri))
+    assert not list(local.rglob("model.pt")) and not (local / "artifacts" / "weights").exists()
+    out = mlflow.pyfunc.load_model(info.model_uri).predict(b64_frame(excerpt_wav(m, 0)))[0]
+    assert out["results"][0]["track_id"] == track_id_of(m, 0)  # and it still answers

@@ -28,6 +28,7 @@ from typing import Any
 import pandas as pd
 
 from soundalike.config import Config, QueryConfig, config_from_dict, config_to_dict
+from soundalike.embedders import uses_weights
 from soundalike.errors import ConfigError, SoundalikeError
 
 INPUT_COLUMNS = ("audio_b64", "path", "text")
@@ -205,9 +206,13 @@ def log_search_model(index_dir: str | os.PathLike, cfg: Config, *, example_audio
         artifacts = {"index": str(index_dir)}
         extra: tuple[str, ...] = ()
         code_paths = [str(Path(soundalike.__file__).parent)]
-        if cfg.embedder.weights_path:
+        if cfg.embedder.weights_path and uses_weights(cfg.embedder.name):
             weights, cfg = _weights_artifact(cfg, Path(tmp) / "weights")
             artifacts["weights"] = str(weights)
+        elif cfg.embedder.weights_path:
+            # mel reads no weights: a path set anyway (the bundle passes the weights volume for
+            # every embedder) must not pack that whole volume into each model version.
+            cfg = dataclasses.replace(cfg, embedder=dataclasses.replace(cfg.embedder, weights_path=None))
         if cfg.embedder.name == "clap" or (cfg.embedder.name == "siamese" and _siamese_base(cfg) == "clap"):
             laion = _laion_clap_package()
             if laion is not None:

@@ -87,16 +87,25 @@ class Embedder(abc.ABC):
 
 EmbedderFactory = Callable[[EmbedderConfig, float], Embedder]
 _REGISTRY: dict[str, EmbedderFactory] = {}
+_WEIGHTLESS: set[str] = set()
 
 
-def register_embedder(name: str) -> Callable[[EmbedderFactory], EmbedderFactory]:
-    """Decorator: make ``factory(config, clip_s) -> Embedder`` available under ``name``."""
+def register_embedder(name: str, *, weights: bool = True) -> Callable[[EmbedderFactory], EmbedderFactory]:
+    """Decorator: make ``factory(config, clip_s) -> Embedder`` available under ``name``;
+    ``weights=False`` for an embedder that never reads ``embedder.weights_path``."""
 
     def decorate(factory: EmbedderFactory) -> EmbedderFactory:
         _REGISTRY[name] = factory
+        (_WEIGHTLESS.discard if weights else _WEIGHTLESS.add)(name)
         return factory
 
     return decorate
+
+
+def uses_weights(name: str) -> bool:
+    """Whether the embedder ``name`` reads files from ``embedder.weights_path``."""
+    _load_builtin()
+    return name not in _WEIGHTLESS
 
 
 def available_embedders() -> list[str]:

@@ -359,7 +359,7 @@ class MelEmbedder(Embedder):
         }
 
 
-@register_embedder("mel")
+@register_embedder("mel", weights=False)
 def make_mel_embedder(config: EmbedderConfig, clip_s: float) -> MelEmbedder:
     """Registry factory: :class:`MelEmbedder` from ``config.options`` and ``config.device``.
 
