@@ -273,3 +273,15 @@ def test_a_mel_model_packs_no_weights_even_when_a_weights_path_is_set(registered
     assert not list(local.rglob("model.pt")) and not (local / "artifacts" / "weights").exists()
     out = mlflow.pyfunc.load_model(info.model_uri).predict(b64_frame(excerpt_wav(m, 0)))[0]
     assert out["results"][0]["track_id"] == track_id_of(m, 0)  # and it still answers
+
+
+@pytest.mark.parametrize("command", [["query", "QUERY"], ["web", "--port", "0"], ["serve", "--port", "0"]])
+def test_a_mistyped_workdir_is_named_and_nothing_is_created_there(command, tmp_path, capsys):
+    query = tmp_path / "q.wav"
+    sf.write(query, melody(22050, 12.0), 22050)
+    work = tmp_path / "wrok"  # no pipeline ever ran here
+    args = [str(query) if a == "QUERY" else a for a in command]
+    assert main([*args, "--conf", str(LOCAL_CONF), "--set", f"workdir={work}"]) == 2
+    err = capsys.readouterr().err
+    assert f"no MLflow store at {work.resolve() / 'mlflow.db'}" in err and "check --set workdir" in err
+    assert not work.exists()

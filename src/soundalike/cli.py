@@ -304,7 +304,7 @@ def _load_search_model(cfg, uri: str | None):
     from soundalike.errors import ModelWeightsError
     from soundalike.mlflow_model import configure_mlflow
 
-    configure_mlflow(cfg)
+    configure_mlflow(cfg, read_only=True, model_uri=uri)
     uri = uri or f"models:/{cfg.mlflow.model_name}@champion"
     try:
         return mlflow.pyfunc.load_model(uri)
@@ -439,7 +439,7 @@ def _serve(args: argparse.Namespace) -> int:
     from soundalike.serving import check_model_uri, serve_command, serve_env
 
     cfg = load_config(args.conf, args.overrides)
-    configure_mlflow(cfg)
+    configure_mlflow(cfg, read_only=True)
     check_model_uri(f"models:/{cfg.mlflow.model_name}@champion")  # one line and exit 2, not the server's traceback
     return subprocess.call(serve_command(cfg, host=args.host, port=args.port, workers=args.workers), env=serve_env())
 

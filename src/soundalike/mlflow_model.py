@@ -163,20 +163,33 @@ def _clean_params(params: dict[str, Any]) -> dict[str, Any]:
 # --------------------------------------------------------------------------- logging & registry
 
 
-def configure_mlflow(cfg: Config) -> str:
+def configure_mlflow(cfg: Config, *, read_only: bool = False, model_uri: str | None = None) -> str | None:
     """Point MLflow at the configured stores; returns the experiment id.
 
     Local profiles leave the URIs null: tracking and registry then live in
     ``sqlite:///<workdir>/mlflow.db`` (a file store has no model registry) and artifacts in
-    ``<workdir>/mlartifacts``.
+    ``<workdir>/mlartifacts``. With ``read_only`` (query, serve, web: they only load a model) a
+    missing local store is a :class:`ModelWeightsError` naming the work dir, instead of a new,
+    empty store created there (a mistyped ``workdir``), unless ``model_uri`` is a path that
+    needs no store; nothing is created, and None is returned.
     """
+    from soundalike.errors import ModelWeightsError
+
     workdir = Path(cfg.workdir).resolve()
     tracking = cfg.mlflow.tracking_uri or f"sqlite:///{workdir / 'mlflow.db'}"
     registry = cfg.mlflow.registry_uri or tracking
-    if tracking.startswith("sqlite:"):
+    needs_store = model_uri is None or model_uri.startswith(("models:/", "runs:/"))
+    if read_only and needs_store and not cfg.mlflow.tracking_uri and not (workdir / "mlflow.db").is_file():
+        raise ModelWeightsError(
+            f"no MLflow store at {workdir / 'mlflow.db'}: nothing has been registered under workdir={workdir} "
+            "(check --set workdir, or run `soundalike pipeline` first)"
+        )
+    if tracking.startswith("sqlite:") and not read_only:
         workdir.mkdir(parents=True, exist_ok=True)
     mlflow.set_tracking_uri(tracking)
     mlflow.set_registry_uri(registry)
+    if read_only:
+        return None
     experiment = mlflow.get_experiment_by_name(cfg.mlflow.experiment)
     if experiment is not None:
         return experiment.experiment_id

@@ -113,7 +113,7 @@ def local_server(cfg: Config, *, port: int | None = None, host: str = "127.0.0.1
     """
     from soundalike.mlflow_model import configure_mlflow
 
-    configure_mlflow(cfg)
+    configure_mlflow(cfg, read_only=True, model_uri=model_uri)
     check_model_uri(model_uri or f"models:/{cfg.mlflow.model_name}@champion")
     port = port or free_port()
     log = open(log_path, "w+") if log_path else subprocess.DEVNULL
