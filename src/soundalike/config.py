@@ -3,7 +3,9 @@
 A profile file (``conf/local.yaml``, ``conf/databricks.yaml``) names the file it extends
 (``extends: base.yaml``) and overrides what differs. ``--set key.sub=value`` overrides are applied
 once, at the edge (the CLI or a job's ``main``), and every stage receives the typed object.
-Unknown keys are errors, so a typo never silently falls back to a default.
+Unknown keys are errors, so a typo never silently falls back to a default; so are values out
+of range (each section checks its own in ``__post_init__``, naming the key), so that a bad
+``--set`` stops the command before any stage runs.
 
 Examples
 --------
