@@ -4,7 +4,9 @@ Loads the index run's artifacts into a :class:`soundalike.search.Searcher` (with
 index was built with), runs :func:`soundalike.evaluation.evaluate` on the catalogue's tracks
 (styles and motif groups from the sidecar metadata in ``tracks.metadata``), and logs metrics
 (``eval_*``), ``evaluation.json`` and ``evaluation.png`` to the index's MLflow run. A run that
-already holds an evaluation with the same settings is not evaluated again.
+already holds an evaluation with the same settings is not evaluated again. A catalogue with no
+track long enough for an excerpt query is not an error: those queries are skipped, the summary's
+``note`` says why, and the pipeline goes on (the tag and version measures still run).
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from soundalike_pipelines.session import ensure_tables, get_spark
 from soundalike_pipelines.summary import StageSummary
 
 EVAL_TAG = "soundalike.evaluation"
+NOTE_TAG = "soundalike.evaluation.note"
 
 
 @dataclass
@@ -34,7 +37,7 @@ class EvaluateSummary(StageSummary):
     evaluated: bool
     metrics: dict
     seconds: float
-
+    note: str | None = None  # what was left out and why (e.g. no track long enough for excerpts)
 
 
 def eval_tracks(spark: SparkSession, cfg: Config) -> list[EvalTrack]:
@@ -65,7 +68,8 @@ def run_evaluate(cfg: Config, spark: SparkSession | None = None, *, progress: bo
     settings = json.dumps({"n_excerpts": n_excerpts, "seed": seed}, sort_keys=True)
     if run.data.tags.get(EVAL_TAG) == settings:
         metrics = {k: v for k, v in run.data.metrics.items() if k.startswith("eval_")}
-        return EvaluateSummary(run.info.run_id, False, metrics, round(time.perf_counter() - started, 2))
+        return EvaluateSummary(run.info.run_id, False, metrics, round(time.perf_counter() - started, 2),
+                               run.data.tags.get(NOTE_TAG))
     tracks = eval_tracks(spark, cfg)
     with tempfile.TemporaryDirectory(dir=_tmp_root(cfg)) as tmp:
         index_dir = mlflow.artifacts.download_artifacts(run_id=run.info.run_id, artifact_path="index", dst_path=tmp)
@@ -77,7 +81,9 @@ def run_evaluate(cfg: Config, spark: SparkSession | None = None, *, progress: bo
         summary = evaluate(searcher.search, tracks, n_excerpts=n_excerpts, seed=seed,
                            hop_s=built_with.clips.hop_s, progress=progress)
         metrics = flat_metrics(summary)
-        if searcher.fingerprints is not None:
+        skipped = summary["excerpts"].get("skipped")
+        note = f"excerpt queries skipped: {skipped}" if skipped else None
+        if searcher.fingerprints is not None and not skipped:
             # The same excerpts through the embedding alone: what the fingerprint index adds.
             searcher.fingerprints = None
             baseline = evaluate(searcher.search, tracks, n_excerpts=n_excerpts, seed=seed,
@@ -86,13 +92,17 @@ def run_evaluate(cfg: Config, spark: SparkSession | None = None, *, progress: bo
             metrics.update({k.replace("eval_", "eval_embedding_only_", 1): v for k, v in flat_metrics(baseline).items()})
         out = Path(tmp) / "evaluation"
         out.mkdir()
+        if note:
+            summary["note"] = note
         (out / "evaluation.json").write_text(json.dumps(summary, indent=2))
         plot_summary(summary, out / "evaluation.png")
         with mlflow.start_run(run_id=run.info.run_id):
             mlflow.log_metrics(metrics)
             mlflow.log_artifacts(str(out), artifact_path="evaluation")
+            if note:
+                mlflow.set_tag(NOTE_TAG, note)
             mlflow.set_tag(EVAL_TAG, settings)
-    return EvaluateSummary(run.info.run_id, True, metrics, round(time.perf_counter() - started, 2))
+    return EvaluateSummary(run.info.run_id, True, metrics, round(time.perf_counter() - started, 2), note)
 
 
 def flat_metrics(summary: dict) -> dict:

@@ -77,3 +77,59 @@ def test_config_is_frozen():
     cfg = load_config(None)
     with pytest.raises(Exception):
         cfg.clips.clip_s = 3.0  # type: ignore[misc]
+
+
+@pytest.mark.parametrize(
+    "override,message",
+    [
+        # each of these used to pass load_config and fail late (a traceback) or silently
+        ("clips.hop_s=20", r"clips.hop_s \(20.0\) must not exceed clips.clip_s"),
+        ("clips.min_tail_s=0", "clips.min_tail_s must be"),
+        ("clips.min_tail_s=11", "clips.min_tail_s .* must not exceed clips.clip_s"),
+        ("clips.clip_s=-1", "clips.clip_s must be"),
+        ("clips.noise_flatness=2", "clips.noise_flatness must be in"),
+        ("catalogue.decode_timeout_s=.nan", "catalogue.decode_timeout_s must be a finite number"),
+        ("catalogue.decode_timeout_s=.inf", "catalogue.decode_timeout_s must be a finite number"),
+        ("catalogue.extensions=[]", "catalogue.extensions must be a non-empty list"),
+        ("embedder.batch_size=0", "embedder.batch_size must be >= 1"),
+        ("embedder.decode_workers=-1", "embedder.decode_workers must be >= 0"),
+        ("index.factory=garbage", "index.factory 'garbage' is not auto or a faiss index_factory string"),
+        ("index.factory=IVF,Flat", "index.factory 'IVF,Flat' is not auto or a faiss"),
+        ("index.nprobe=0", "index.nprobe must be >= 1"),
+        ("evaluation.n_excerpts=0", "evaluation.n_excerpts must be >= 1"),
+        ("evaluation.n_excerpts=-3", "evaluation.n_excerpts must be >= 1"),
+        ("evaluation.seed=-1", "evaluation.seed must be >= 0"),
+        ("duplicates.version_tempo_steps=0", "duplicates.version_tempo_steps must be >= 1"),
+        ("duplicates.min_coverage=1.5", "duplicates.min_coverage must be in"),
+        ("duplicates.version_tempo_range=[1.4, 0.7]", "duplicates.version_tempo_range must be"),
+        ("duplicates.version_min_aligned_similarity=0.9", "duplicates.version_min_aligned_similarity .* must not exceed"),
+        ("query.max_results=0", "query.max_results must be >= 1"),
+        ("query.vote_weight=1.5", "query.vote_weight must be in"),
+        ("query.allowed_path_root=", "query.allowed_path_root is empty"),
+        ("fingerprint.floor_db=0", "fingerprint.floor_db must be"),
+        ("training.seed=-2", "training.seed must be >= 0"),
+        ("tables.schema=", "tables.schema is empty"),
+        ("workdir=", "workdir is empty"),
+        ("workdir=' '", "workdir is empty"),
+    ],
+)
+def test_out_of_range_settings_are_config_errors_naming_the_key(override, message):
+    with pytest.raises(ConfigError, match=message):
+        load_config(CONF / "local.yaml", [override])
+
+
+@pytest.mark.parametrize("override", ["clips.hop_s=10", "clips.hop_s=2.5", "clips.min_tail_s=10",
+                                      "index.factory=IVF1024,PQ25x8,RFlat", "index.factory=HNSW32,Flat",
+                                      "evaluation.n_excerpts=1", "duplicates.version_tempo_steps=1"])
+def test_edge_values_that_make_sense_still_load(override):
+    load_config(CONF / "local.yaml", [override])
+
+
+def test_factory_that_parses_but_does_not_fit_the_dimension_fails_at_index_time_naming_both():
+    # PQ32 needs dim % 32 == 0: whether it fits is known only once the embedder's dim is.
+    cfg = load_config(CONF / "local.yaml", ["index.factory=IVF4096,PQ32x8,RFlat"])
+    from soundalike.index import choose_factory
+
+    with pytest.raises(ConfigError, match=r"index.factory 'IVF4096,PQ32x8,RFlat' for the embedder's 225-dim"):
+        choose_factory(100, 225, cfg.index)
+    assert choose_factory(100, 256, cfg.index) == "IVF4096,PQ32x8,RFlat"

@@ -257,6 +257,31 @@ def test_report_counts_kinds_and_shows_offsets(planted):
     json.dumps(rows)  # JSON-ready
 
 
+def _pairs(kind: str, n: int) -> list[dict]:
+    return [{"kind": kind, "track_a": f"a{i}", "track_b": f"b{i}", "path_a": f"a{i}.wav", "path_b": f"b{i}.wav",
+             "offset_s": 0.0, "score": 0.5, "coverage": 1.0} for i in range(n)]
+
+
+def test_report_top_limits_pairs_per_kind_and_zero_gives_counts_only():
+    rows = _pairs("exact", 3) + _pairs("contained", 2)
+    text = report(rows, top=2)
+    assert text.count(" == ") == 2 and text.count(" <- ") == 2
+    only_counts = report(rows, top=0)
+    assert only_counts == "duplicates: 3 exact, 0 re-encode, 2 contained, 0 version"
+
+
+def test_negative_top_is_refused_not_a_silently_shorter_report(capsys):
+    from soundalike.cli import build_parser
+    from soundalike.errors import ParameterError
+
+    with pytest.raises(ParameterError, match="top must be >= 0"):
+        report(_pairs("exact", 3), top=-1)  # [:-1] used to drop the last pair of each kind
+    with pytest.raises(SystemExit) as exc:
+        build_parser().parse_args(["duplicates", "--top", "-1"])
+    assert exc.value.code == 2 and "--top: must be >= 0, got -1" in capsys.readouterr().err
+    assert build_parser().parse_args(["duplicates", "--top", "0"]).top == 0
+
+
 def test_default_catalogue_sidecar_is_unchanged_by_the_planting_option(tmp_path):
     plain = generate_catalogue(tmp_path / "a", n_tracks=3, seed=2, min_duration_s=6.0, max_duration_s=8.0, progress=False)
     rows = json.loads((tmp_path / "a" / METADATA_FILENAME).read_text())

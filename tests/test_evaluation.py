@@ -113,3 +113,22 @@ def test_excluding_the_query_track_still_fills_each_clips_neighbours(small_catal
     others = searcher.search(source, top_k_per_chunk=2, exclude_track_ids=[tracks[0].track_id])
     assert others["results"] and tracks[0].track_id not in {r["track_id"] for r in others["results"]}
     assert sum(r["votes"] for r in others["results"]) == 2 * others["query_clips"]
+
+
+def test_catalogue_of_short_tracks_skips_the_excerpt_queries_with_a_note_and_measures_the_rest(small_catalogue,
+                                                                                                tmp_path):
+    """Excerpts are 10-30 s: with every track under 11 s there is nothing to cut them from. That
+    is a fact about the catalogue, not an error: the evaluate stage used to stop the pipeline."""
+    import dataclasses
+
+    searcher, tracks = small_catalogue
+    short = [dataclasses.replace(t, duration_s=8.0) for t in tracks]
+    with pytest.raises(ParameterError, match="no track is longer than 11 s"):
+        plan_excerpts(short, 4, seed=0, hop_s=10.0)  # the planner itself still refuses
+    summary = evaluate(searcher.search, short, n_excerpts=4, seed=0, progress=False)
+    assert summary["excerpts"]["skipped"].startswith("no track is longer than 11 s (longest: 8.0 s, 12 tracks)")
+    assert summary["excerpts"]["overall"] == {"n": 0, "top1": None, "top10": None, "mrr": None}
+    assert summary["excerpts"]["by_degradation"] == {} and summary["queries"] == []
+    assert summary["tags"]["n"] == 12  # the other measures still run
+    png = plot_summary(summary, tmp_path / "eval.png")
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

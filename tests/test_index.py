@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 
 from soundalike.config import IndexConfig
-from soundalike.errors import ModelWeightsError, ParameterError
+from soundalike.errors import ConfigError, ModelWeightsError, ParameterError
 from soundalike.index import INDEX_FILE, ClipIndex, build_index, choose_factory, recall_at_k
 
 
@@ -88,3 +88,29 @@ def test_files_recorded_beside_the_index_are_verified_at_load_too(tmp_path):
     pd.DataFrame({"track_id": ["t0"], "path": ["/etc/passwd"]}).to_parquet(tracks, index=False)
     with pytest.raises(ModelWeightsError, match="tracks.parquet is missing or does not match its checksum"):
         ClipIndex.load(tmp_path / "idx")
+
+
+def test_factory_that_cannot_be_built_or_trained_is_a_config_error_naming_it():
+    """Not a faiss RuntimeError: the CLI prints a ConfigError as one line and exits 2."""
+    vectors = unit(np.random.default_rng(4), 50, 225)
+    with pytest.raises(ConfigError, match=r"index.factory 'IVF4096,PQ32x8,RFlat' for 225-dim vectors: .*multiple"):
+        build_index(vectors, *ids(50), embedder="e@1", factory="IVF4096,PQ32x8,RFlat")
+    with pytest.raises(ConfigError, match=r"index.factory 'IVF4096,PQ45x8,RFlat' cannot be trained on 50 vectors"):
+        build_index(vectors, *ids(50), embedder="e@1", factory="IVF4096,PQ45x8,RFlat")
+
+
+def test_factories_documented_in_base_yaml_fit_the_default_mel_embedder():
+    import re
+    from pathlib import Path
+
+    from soundalike.config import EmbedderConfig
+    from soundalike.embedders import create_embedder
+    from soundalike.index import factory_error
+
+    dim = create_embedder(EmbedderConfig(name="mel", device="cpu"), clip_s=10.0).dim
+    base = (Path(__file__).resolve().parents[1] / "conf" / "base.yaml").read_text()
+    line = next(ln for ln in base.splitlines() if ln.strip().startswith("factory:"))
+    documented = re.findall(r'"([^"]+)"', line)
+    assert "IVF4096,PQ45x8,RFlat" in documented
+    for factory in documented:
+        assert factory_error(factory, dim) is None, factory

@@ -176,6 +176,24 @@ def test_rename_keeps_embeddings_and_changed_bytes_are_reembedded(catalogue, tmp
     assert tracks[str(copy.resolve())] == new_id  # byte-identical copies share one id
 
 
+def test_pipeline_on_short_tracks_skips_excerpt_queries_and_runs_every_stage(tmp_path):
+    """Tracks of 5-8 s are a valid catalogue, but too short for 10-30 s excerpt queries: the
+    evaluate stage used to raise there, so register and duplicates never ran."""
+    root = tmp_path / "short"
+    generate_catalogue(root, n_tracks=4, seed=3, min_duration_s=5.0, max_duration_s=8.0, progress=False)
+    cfg = make_cfg(tmp_path / "work", root, "pipe_short")
+    summary = run_pipeline(cfg)
+    assert list(summary) == ["ingest", "embed", "index", "evaluate", "register", "duplicates", "catalogue"]
+    evaluated = summary["evaluate"]
+    assert evaluated["evaluated"] is True
+    assert evaluated["note"].startswith("excerpt queries skipped: no track is longer than 11 s")
+    assert not any(k in evaluated["metrics"] for k in ("eval_top1", "eval_mrr"))
+    assert summary["register"]["registered"] is True and summary["duplicates"]["new_tracks"] == 4
+    assert summary["catalogue"]["good"] == 4
+    again = run_pipeline(cfg, ["evaluate"])["evaluate"]  # the note survives the cached answer
+    assert again["evaluated"] is False and again["note"] == evaluated["note"]
+
+
 def test_the_local_jvm_keeps_compiling_after_the_whole_pipeline(first_run):
     """conf/local.yaml stops the JIT at C1, whose code cache is 48 MB by default; ingest + embed
     of 400 tracks fill 40 MB of it, and a full cache disables the compiler for the session."""

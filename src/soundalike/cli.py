@@ -168,9 +168,21 @@ def _pipeline_parsers(sub: argparse._SubParsersAction) -> None:
                     "versions), update the duplicates table, and report counts per kind and the top pairs.",
     )
     add_config_args(p)
-    p.add_argument("--top", type=int, default=10, help="pairs shown per kind in the report (default: %(default)s)")
+    p.add_argument("--top", type=_count, default=10,
+                   help="pairs shown per kind in the report; 0: counts only (default: %(default)s)")
     p.add_argument("--json", action="store_true", help='print {"summary": ..., "pairs": [...]} as JSON')
     p.set_defaults(handler=_run_duplicates)
+
+
+def _count(text: str) -> int:
+    """An argparse type: an integer >= 0 (a negative --top used to drop pairs from the end)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"invalid integer: {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0, got {value}")
+    return value
 
 
 def _run_duplicates(args: argparse.Namespace) -> int:

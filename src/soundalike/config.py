@@ -3,7 +3,9 @@
 A profile file (``conf/local.yaml``, ``conf/databricks.yaml``) names the file it extends
 (``extends: base.yaml``) and overrides what differs. ``--set key.sub=value`` overrides are applied
 once, at the edge (the CLI or a job's ``main``), and every stage receives the typed object.
-Unknown keys are errors, so a typo never silently falls back to a default.
+Unknown keys are errors, so a typo never silently falls back to a default; so are values out
+of range (each section checks its own in ``__post_init__``, naming the key), so that a bad
+``--set`` stops the command before any stage runs.
 
 Examples
 --------
@@ -17,11 +19,12 @@ Examples
 from __future__ import annotations
 
 import dataclasses
+import math
 import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import yaml
 
@@ -42,11 +45,11 @@ class CatalogueConfig:
         if not str(self.path).strip():
             # Path("") is the current directory: an unset variable (--set catalogue.path=$X)
             # would scan wherever the job runs and remove every track not found there.
-            raise ValueError("catalogue.path is empty; set it to the catalogue's directory")
-        if self.max_file_bytes < 1:
-            raise ValueError(f"catalogue.max_file_bytes must be >= 1, got {self.max_file_bytes}")
-        if self.decode_timeout_s <= 0:
-            raise ValueError(f"catalogue.decode_timeout_s must be > 0, got {self.decode_timeout_s}")
+            raise ConfigError("catalogue.path is empty; set it to the catalogue's directory")
+        if not self.extensions or not all(str(e).strip(" .") for e in self.extensions):
+            raise ConfigError(f"catalogue.extensions must be a non-empty list of file extensions, got {self.extensions!r}")
+        _check("catalogue", self, ("max_file_bytes",), _at_least(1))
+        _check("catalogue", self, ("decode_timeout_s",), _positive)
 
 
 @dataclass(frozen=True)
@@ -60,6 +63,18 @@ class ClipsConfig:
     noise_flatness: float = 0.30
     noise_tonality_max: float = 0.25
     index_flagged: bool = False
+
+    def __post_init__(self) -> None:
+        # The same policy clips.chunk enforces, checked here so that a bad value stops the run
+        # before any stage (at chunk time every file would be quarantined in ingest_errors).
+        _check("clips", self, ("clip_s", "hop_s", "min_tail_s"), _positive)
+        if self.hop_s > self.clip_s:
+            raise ConfigError(f"clips.hop_s ({self.hop_s}) must not exceed clips.clip_s ({self.clip_s}): "
+                              "audio between clips would never be indexed")
+        if self.min_tail_s > self.clip_s:
+            raise ConfigError(f"clips.min_tail_s ({self.min_tail_s}) must not exceed clips.clip_s ({self.clip_s})")
+        _check("clips", self, ("silence_rms_db",), _in_range(-200.0, 0.0))
+        _check("clips", self, ("noise_flatness", "noise_tonality_max"), _in_range(0.0, 1.0))
 
 
 @dataclass(frozen=True)
@@ -82,8 +97,10 @@ class EmbedderConfig:
     resample_on_device: bool = False
 
     def __post_init__(self):
-        if self.decode_workers < 0:
-            raise ValueError(f"embedder.decode_workers must be >= 0, got {self.decode_workers}")
+        if not self.name.strip():
+            raise ConfigError("embedder.name is empty; set it to mel, clap, wav2vec2, siamese, ...")
+        _check("embedder", self, ("batch_size",), _at_least(1))
+        _check("embedder", self, ("decode_workers",), _at_least(0))
 
 
 @dataclass(frozen=True)
@@ -94,7 +111,9 @@ class IndexConfig:
     ----------
     factory : str
         ``"auto"`` or a ``faiss.index_factory`` string (``"Flat"``, ``"HNSW32,Flat"``,
-        ``"IVF4096,PQ32x8,RFlat"``, ...).
+        ``"IVF4096,PQ45x8,RFlat"``, ...). ``PQ<M>`` needs ``M`` to divide the embedder's
+        dimension (``mel``: 225, so ``PQ25`` or ``PQ45``); an unparsable string is refused at
+        load, one that does not fit the dimension by the index stage.
     exact_max : int
         ``auto`` uses exact search up to this many vectors.
     hnsw_max : int
@@ -112,6 +131,19 @@ class IndexConfig:
     ef_search: int = 128
     k_factor: int = 32
 
+    def __post_init__(self) -> None:
+        _check("index", self, ("exact_max", "hnsw_max"), _at_least(0))
+        _check("index", self, ("nprobe", "ef_search", "k_factor"), _at_least(1))
+        if self.factory != "auto":
+            from soundalike.index import factory_syntax_error
+
+            # Only the syntax can be checked here: whether, say, PQ32 fits the vectors depends on
+            # the embedder's dimension, which build_index checks (a ConfigError naming both).
+            reason = factory_syntax_error(self.factory)
+            if reason:
+                raise ConfigError(f"index.factory {self.factory!r} is not auto or a faiss index_factory string "
+                                  f"such as Flat, HNSW32,Flat or IVF1024,PQ25x8,RFlat ({reason})")
+
 
 @dataclass(frozen=True)
 class QueryConfig:
@@ -123,6 +155,14 @@ class QueryConfig:
     max_query_seconds: float = 600.0
     max_query_bytes: int = 50_000_000
     allowed_path_root: str | None = None
+
+    def __post_init__(self) -> None:
+        _check("query", self, ("max_results", "top_k_per_chunk", "max_query_bytes"), _at_least(1))
+        _check("query", self, ("vote_weight",), _in_range(0.0, 1.0))
+        _check("query", self, ("max_query_seconds",), _positive)
+        if self.allowed_path_root is not None and not self.allowed_path_root.strip():
+            # Path("") is the current directory: an unset variable would open up wherever the server runs.
+            raise ConfigError("query.allowed_path_root is empty; set a directory, or null to refuse query paths")
 
 
 @dataclass(frozen=True)
@@ -214,6 +254,8 @@ class FingerprintConfig:
             raise ConfigError("fingerprint.min_margin must be >= 1, min_query_s > 0 and fusion_weight >= 0")
         if not 0.0 <= self.min_peak_share < 1.0:
             raise ConfigError(f"fingerprint.min_peak_share must be in [0, 1), got {self.min_peak_share}")
+        _check("fingerprint", self, ("peak_dt_frames", "peak_df_bins", "offset_tolerance_frames"), _at_least(0))
+        _check("fingerprint", self, ("floor_db",), _positive)
 
 
 @dataclass(frozen=True)
@@ -290,6 +332,23 @@ class DuplicatesConfig:
     evidence_clip_s: float = 10.0
     max_evidence: int = 50
 
+    def __post_init__(self) -> None:
+        _check("duplicates", self, ("min_aligned_hits", "offset_candidates", "version_candidates",
+                                    "version_tempo_steps", "max_evidence"), _at_least(1))
+        _check("duplicates", self, ("min_coverage", "min_score", "version_min_landmark_score",
+                                    "version_min_coverage"), _in_range(0.0, 1.0))
+        _check("duplicates", self, ("min_aligned_similarity", "version_min_aligned_similarity"), _in_range(-1.0, 1.0))
+        if self.version_min_aligned_similarity > self.min_aligned_similarity:
+            raise ConfigError(f"duplicates.version_min_aligned_similarity ({self.version_min_aligned_similarity}) "
+                              f"must not exceed duplicates.min_aligned_similarity ({self.min_aligned_similarity})")
+        _check("duplicates", self, ("coverage_bin_s", "evidence_clip_s"), _positive)
+        _check("duplicates", self, ("same_length_tolerance_s", "version_min_overlap_s", "version_min_significance",
+                                    "version_min_above_chance"), _at_least(0))
+        lo_hi = self.version_tempo_range
+        if len(lo_hi) != 2 or not 0 < lo_hi[0] <= lo_hi[1]:
+            raise ConfigError(f"duplicates.version_tempo_range must be [low, high] with 0 < low <= high, "
+                              f"got {list(lo_hi)}")
+
 
 @dataclass(frozen=True)
 class EvaluationConfig:
@@ -297,6 +356,10 @@ class EvaluationConfig:
 
     n_excerpts: int = 120
     seed: int = 0
+
+    def __post_init__(self) -> None:
+        _check("evaluation", self, ("n_excerpts",), _at_least(1))
+        _check("evaluation", self, ("seed",), _at_least(0))
 
 
 @dataclass(frozen=True)
@@ -318,6 +381,12 @@ class TablesConfig:
     duplicates: str = "duplicates"
     fingerprints: str = "fingerprints"
     duplicates_checked: str = "duplicates_checked"
+
+    def __post_init__(self) -> None:
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            if isinstance(value, str) and not value.strip():
+                raise ConfigError(f"tables.{f.name} is empty; set it to a table, schema or catalog name")
 
     def name(self, table: str) -> str:
         """Fully qualified name of one of the tables, e.g. ``name("tracks")``."""
@@ -442,6 +511,7 @@ class TrainingConfig:
                 raise ConfigError(f"training.{name} must be positive, got {getattr(self, name)}")
         if self.crop_s < 0:
             raise ConfigError(f"training.crop_s must be >= 0, got {self.crop_s}")
+        _check("training", self, ("weight_decay", "seed"), _at_least(0))
         if not 0.0 < self.heldout_fraction < 1.0:
             raise ConfigError(f"training.heldout_fraction must lie in (0, 1), got {self.heldout_fraction}")
         weights = (self.tag_weight, self.instrument_weight, self.tempo_weight, self.key_weight)
@@ -522,6 +592,12 @@ class Config:
     training: TrainingConfig = field(default_factory=TrainingConfig)
     web: WebConfig = field(default_factory=WebConfig)
 
+    def __post_init__(self) -> None:
+        if not str(self.workdir).strip():
+            # Path("") is the current directory: the warehouse, MLflow store and pipeline lock
+            # would land wherever the command runs.
+            raise ConfigError("workdir is empty; set it to the directory for the warehouse, MLflow store and index builds")
+
     def workpath(self, *parts: str) -> Path:
         """A path inside the work dir."""
         return Path(self.workdir).joinpath(*parts)
@@ -567,6 +643,29 @@ def config_to_dict(cfg: Any) -> dict:
 
 
 # --------------------------------------------------------------------------- internals
+
+
+def _check(section: str, obj: Any, names: typing.Iterable[str], rule: tuple[Callable[[Any], bool], str]) -> None:
+    """Raise a :class:`ConfigError` naming ``section.name`` for the first value ``rule`` rejects.
+
+    A rule is ``(test, wording)``; tests are written so that NaN fails them.
+    """
+    test, wording = rule
+    for name in names:
+        value = getattr(obj, name)
+        if not test(value):
+            raise ConfigError(f"{section}.{name} must be {wording}, got {value!r}")
+
+
+def _at_least(low: float) -> tuple[Callable[[Any], bool], str]:
+    return (lambda v: v >= low), f">= {low:g}"
+
+
+def _in_range(low: float, high: float) -> tuple[Callable[[Any], bool], str]:
+    return (lambda v: low <= v <= high), f"in [{low:g}, {high:g}]"
+
+
+_positive: tuple[Callable[[Any], bool], str] = ((lambda v: v > 0 and math.isfinite(v)), "a finite number > 0")
 
 
 def _read_profile(path: Path, _seen: tuple[Path, ...] = ()) -> dict:
@@ -656,6 +755,8 @@ def _coerce(hint: Any, value: Any, where: str) -> Any:
         inner = [a for a in args if a is not type(None)]
         return _coerce(inner[0], value, where)
     if hint is float and isinstance(value, (int, float)) and not isinstance(value, bool):
+        if not math.isfinite(value):  # YAML reads .nan and .inf as floats; no setting means them
+            raise ConfigError(f"{where} must be a finite number, got {value!r}")
         return float(value)
     if hint is int and isinstance(value, int) and not isinstance(value, bool):
         return value

@@ -562,7 +562,10 @@ def find_pairs(index: FingerprintIndex, pitch: Mapping[str, np.ndarray], *, new_
 
 
 def report(pairs: Sequence[dict], *, top: int = 10) -> str:
-    """A short human report: counts per kind, then the strongest pairs of each kind with offsets."""
+    """A short human report: counts per kind, then the ``top`` strongest pairs of each kind with
+    offsets (``top=0``: counts only)."""
+    if top < 0:  # a slice [:-1] would silently drop each kind's last pair
+        raise ParameterError(f"top must be >= 0, got {top}")
     lines = []
     counts = {k: sum(1 for p in pairs if p["kind"] == k) for k in KINDS}
     lines.append("duplicates: " + ", ".join(f"{counts[k]} {k}" for k in KINDS))

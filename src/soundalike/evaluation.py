@@ -28,6 +28,8 @@ from soundalike.audio import load_audio
 from soundalike.errors import ParameterError, SoundalikeError
 
 EXCERPT_SR = 44100
+#: Excerpt queries are 10-30 s long and end at least 1 s before their source's end.
+MIN_EXCERPT_S, MAX_EXCERPT_S = 10.0, 30.0
 
 
 @dataclass(frozen=True)
@@ -56,14 +58,21 @@ def plan_excerpts(
     *,
     seed: int,
     hop_s: float,
-    min_s: float = 10.0,
-    max_s: float = 30.0,
+    min_s: float = MIN_EXCERPT_S,
+    max_s: float = MAX_EXCERPT_S,
     degradations: Sequence[str] = tuple(degrade.DEGRADATIONS),
 ) -> list[ExcerptQuery]:
-    """``n`` excerpt queries cycling through ``degradations``, offsets off the clip grid."""
+    """``n`` excerpt queries cycling through ``degradations``, offsets off the clip grid.
+
+    Raises
+    ------
+    ParameterError
+        No track is long enough to cut an excerpt from (:func:`excerpts_skip_reason`).
+    """
+    reason = excerpts_skip_reason(tracks, min_s=min_s)
+    if reason:
+        raise ParameterError(reason)
     usable = [t for t in tracks if t.duration_s >= min_s + 1.0]
-    if not usable:
-        raise ParameterError(f"no track is longer than {min_s + 1.0:g} s: nothing to cut excerpts from")
     rng = np.random.default_rng(seed)
     plan = []
     for i in range(n):
@@ -78,6 +87,15 @@ def plan_excerpts(
         plan.append(ExcerptQuery(track.track_id, track.path, round(offset, 3), round(length, 3),
                                  degradations[i % len(degradations)]))
     return plan
+
+
+def excerpts_skip_reason(tracks: Sequence[EvalTrack], *, min_s: float = MIN_EXCERPT_S) -> str | None:
+    """Why no excerpt can be cut from ``tracks`` (none is ``min_s`` + 1 s long), or ``None``."""
+    if any(t.duration_s >= min_s + 1.0 for t in tracks):
+        return None
+    longest = max((t.duration_s for t in tracks), default=0.0)
+    return (f"no track is longer than {min_s + 1.0:g} s (longest: {longest:.1f} s, {len(tracks)} tracks): "
+            f"nothing to cut {min_s:g}-{MAX_EXCERPT_S:g} s excerpts from")
 
 
 def reciprocal_rank(results: Sequence[dict], wanted: set[str]) -> float:
@@ -100,7 +118,9 @@ def evaluate(
 ) -> dict:
     """Run the three measures with ``search(bytes, **params) -> {"results": [...]}``.
 
-    ``excerpts_only`` skips the tag and version measures (``None`` in the summary).
+    ``excerpts_only`` skips the tag and version measures (``None`` in the summary). When no
+    track is long enough for an excerpt (a catalogue of short tracks), the excerpt measure is
+    skipped, not failed: ``n`` 0, and ``excerpts["skipped"]`` says why.
 
     Returns
     -------
@@ -111,11 +131,12 @@ def evaluate(
         ``offset_within_1s`` when the results carry fingerprint matches.
     """
     rng = np.random.default_rng(seed + 1)
-    plan = plan_excerpts(tracks, n_excerpts, seed=seed, hop_s=hop_s)
+    skipped = excerpts_skip_reason(tracks)
+    plan = [] if skipped else plan_excerpts(tracks, n_excerpts, seed=seed, hop_s=hop_s)
     by_degradation: dict[str, list[float]] = defaultdict(list)
     offset_errors: dict[str, list[float | None]] = defaultdict(list)
     queries = []
-    for q in tqdm(plan, desc="excerpt queries", unit="query", disable=not progress):
+    for q in tqdm(plan, desc="excerpt queries", unit="query", disable=not progress or not plan):
         wave = load_audio(q.path, EXCERPT_SR, offset_s=q.offset_s, duration_s=q.duration_s)
         wave, sr = degrade.apply(q.degradation, wave, EXCERPT_SR, rng=rng)
         data = degrade.encode(wave, sr, "wav")
@@ -138,6 +159,7 @@ def evaluate(
             "overall": _rank_metrics([rr for v in by_degradation.values() for rr in v]),
             "by_degradation": {name: {**_rank_metrics(v), **_offset_metrics(offset_errors[name])}
                                for name, v in by_degradation.items()},
+            **({"skipped": skipped} if skipped else {}),
         },
         "tags": None if excerpts_only else _tag_precision(search, tracks, progress=progress),
         "versions": None if excerpts_only else _version_mrr(search, tracks, progress=progress),
@@ -205,6 +227,11 @@ def plot_summary(summary: dict, path: str | Path) -> Path:
     x = np.arange(len(names))
     fig = Figure(figsize=(11, 4.5), layout="constrained")
     ax = fig.add_subplot()
+    if not names:  # the excerpt measure was skipped: say why instead of drawing empty bars
+        ax.set_axis_off()
+        ax.text(0.5, 0.5, "no excerpt queries\n" + summary["excerpts"].get("skipped", ""), ha="center",
+                va="center", wrap=True)
+        return _save(fig, path)
     for i, (key, label) in enumerate((("top1", "top-1"), ("top10", "top-10"), ("mrr", "MRR"))):
         ax.bar(x + (i - 1) * 0.27, [by[n][key] or 0.0 for n in names], width=0.27, label=label)
     ax.set_xticks(x, names, rotation=20, ha="right")
@@ -214,6 +241,10 @@ def plot_summary(summary: dict, path: str | Path) -> Path:
     ax.set_title(f"excerpt identification by degradation (n={overall['n']}, overall top-1 {overall['top1']:.2f})")
     ax.legend(loc="lower left")
     ax.grid(axis="y", alpha=0.3)
+    return _save(fig, path)
+
+
+def _save(fig, path: str | Path) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=100)

@@ -25,7 +25,7 @@ import pandas as pd
 
 from soundalike.checksums import sha256_file
 from soundalike.config import IndexConfig
-from soundalike.errors import ModelWeightsError, ParameterError
+from soundalike.errors import ConfigError, ModelWeightsError, ParameterError
 
 INDEX_FILE = "clips.faiss"
 IDS_FILE = "ids.parquet"
@@ -34,8 +34,19 @@ FORMAT_VERSION = 1
 
 
 def choose_factory(n_vectors: int, dim: int, params: IndexConfig = IndexConfig()) -> str:
-    """The factory string for ``n_vectors`` of ``dim`` under ``params``."""
+    """The factory string for ``n_vectors`` of ``dim`` under ``params``.
+
+    Raises
+    ------
+    ConfigError
+        ``params.factory`` is set and faiss cannot build it for ``dim``-dimensional vectors
+        (``PQ32`` on the 225-dim mel embedder: ``PQ`` needs ``dim % M == 0``).
+    """
     if params.factory != "auto":
+        reason = factory_error(params.factory, dim)
+        if reason:
+            raise ConfigError(f"faiss cannot build index.factory {params.factory!r} for the embedder's {dim}-dim vectors: "
+                              f"{reason}")
         return params.factory
     if n_vectors <= params.exact_max:
         return "Flat"
@@ -45,6 +56,47 @@ def choose_factory(n_vectors: int, dim: int, params: IndexConfig = IndexConfig()
     # PQ needs m | dim; take the largest m <= 64 (e.g. 45 sub-quantizers of 5 dims for dim 225).
     m = max(m for m in range(1, min(64, dim) + 1) if dim % m == 0)
     return f"IVF{nlist},PQ{m}x8,RFlat"
+
+
+def factory_error(factory: str, dim: int) -> str | None:
+    """Why faiss cannot build ``factory`` for ``dim``-dimensional vectors, or ``None`` if it can.
+
+    Builds the empty index (no training, no vectors): cheap for any factory string.
+    """
+    import faiss
+
+    try:
+        faiss.index_factory(int(dim), factory, faiss.METRIC_INNER_PRODUCT)
+    except RuntimeError as exc:
+        return _faiss_reason(exc)
+    return None
+
+
+#: The dimension :func:`factory_syntax_error` parses at: 2520 = lcm(1..10), so that most
+#: sub-quantizer counts divide it, and small enough that an empty PQ codebook stays ~2.5 MB.
+_SYNTAX_DIM = 2520
+
+
+def factory_syntax_error(factory: str) -> str | None:
+    """Why ``factory`` is not a ``faiss.index_factory`` string at all, or ``None``.
+
+    Only parse errors count: whether the string fits the vectors depends on their dimension,
+    known at build time (:func:`factory_error`).
+    """
+    if not factory.strip():
+        return "it is empty"
+    reason = factory_error(factory, _SYNTAX_DIM)
+    return reason if reason and "could not parse" in reason else None
+
+
+def _faiss_reason(exc: Exception) -> str:
+    """The useful end of a faiss C++ error ("Error in ... at file.cpp:64: Error: '...' failed: why")."""
+    text = str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__
+    for marker in ("failed: ", "Error: ", ".cpp:"):
+        if marker in text:
+            text = text.rsplit(marker, 1)[1]
+            break
+    return text.split(": ", 1)[1] if text[:1].isdigit() and ": " in text else text.strip()
 
 
 def record_checksums(directory: str | os.PathLike, names: Iterable[str], **sections) -> None:
@@ -205,12 +257,20 @@ def build_index(
         raise ParameterError(f"vectors must be a non-empty (n, dim) array, got {vectors.shape}")
     if not (len(track_ids) == len(clip_idx) == len(start_s) == n):
         raise ParameterError("track_ids, clip_idx and start_s must each have one entry per vector")
-    index = faiss.index_factory(vectors.shape[1], factory, faiss.METRIC_INNER_PRODUCT)
+    try:
+        index = faiss.index_factory(vectors.shape[1], factory, faiss.METRIC_INNER_PRODUCT)
+    except RuntimeError as exc:
+        raise ConfigError(f"faiss cannot build index.factory {factory!r} for {vectors.shape[1]}-dim vectors: "
+                          f"{_faiss_reason(exc)}") from None
     if not index.is_trained:
         train = vectors
         if n > 256 * 1024:
             train = vectors[np.random.default_rng(seed).choice(n, 256 * 1024, replace=False)]
-        index.train(train)
+        try:
+            index.train(train)
+        except RuntimeError as exc:  # e.g. IVF4096 on fewer than 4096 vectors
+            raise ConfigError(f"index.factory {factory!r} cannot be trained on {n} vectors: "
+                              f"{_faiss_reason(exc)}") from None
     index.add(vectors)
     tune(index, params)
     return ClipIndex(
