@@ -292,6 +292,38 @@ def test_transformers_checkpoint_missing_tensors_is_an_error_not_random_weights(
 # --------------------------------------------------------------------------- errors and versions
 
 
+def test_damaged_transformers_weights_are_a_one_line_weights_error(hf_dir, tmp_path):
+    import shutil
+
+    directory = Path(shutil.copytree(hf_dir, tmp_path / "clap"))
+    weights = directory / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:50_000])
+    with pytest.raises(ModelWeightsError) as err:
+        clap_embedder(directory)
+    message = str(err.value)
+    assert str(directory) in message and "model.safetensors" in message and "incomplete metadata" in message
+    assert "\n" not in message
+
+
+def test_transformers_format_on_a_wav2vec2_directory_is_refused_by_name(tmp_path):
+    from test_wav2vec2 import save_tiny_wav2vec2
+
+    directory = save_tiny_wav2vec2(tmp_path / "w2v")
+    with pytest.raises(ModelWeightsError, match=r"config.json is a 'wav2vec2' model, not 'clap'"):
+        clap_embedder(directory, format="transformers")
+
+
+def test_clap_config_with_fields_of_the_wrong_type_is_a_weights_error(hf_dir, tmp_path):
+    import shutil
+
+    directory = Path(shutil.copytree(hf_dir, tmp_path / "clap"))
+    config = json.loads((directory / "config.json").read_text())
+    config["audio_config"]["num_attention_heads"] = 2  # a list per Swin stage in a real CLAP config
+    (directory / "config.json").write_text(json.dumps(config))
+    with pytest.raises(ModelWeightsError, match=r"cannot load the CLAP audio tower from .*StrictDataclass"):
+        clap_embedder(directory)
+
+
 def test_missing_weights_name_the_files_where_to_get_them_and_where_to_put_them(tmp_path):
     for path in (None, str(tmp_path / "nowhere"), str(tmp_path)):
         cfg = EmbedderConfig(name="clap", device="cpu", weights_path=path)

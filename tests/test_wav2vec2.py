@@ -124,3 +124,41 @@ def test_bad_options_are_config_errors(w2v_dir):
         w2v(w2v_dir, pooling="max")
     with pytest.raises(ConfigError, match="precision"):
         w2v(w2v_dir, precision="int8")
+
+
+def _damage(directory: Path, how: str) -> Path:
+    weights = directory / "model.safetensors"
+    if how == "truncated_safetensors":
+        weights.write_bytes(weights.read_bytes()[:50_000])
+    elif how == "empty_safetensors":
+        weights.write_bytes(b"")
+    else:  # a pytorch_model.bin in place of the safetensors file
+        weights.unlink()
+        (directory / "pytorch_model.bin").write_bytes({"garbage_bin": b"not a torch checkpoint\n" * 40,
+                                                        "empty_bin": b"",
+                                                        "damaged_zip_bin": b"PK\x03\x04" + b"\0" * 200}[how])
+    return directory
+
+
+@pytest.mark.parametrize("how, file, detail", [
+    ("truncated_safetensors", "model.safetensors", "incomplete metadata"),
+    ("empty_safetensors", "model.safetensors", "header too small"),
+    ("garbage_bin", "pytorch_model.bin", "weights_only=True"),
+    ("empty_bin", "pytorch_model.bin", "ends early"),
+    ("damaged_zip_bin", "pytorch_model.bin", "zip archive"),
+])
+def test_damaged_weight_files_are_a_one_line_weights_error_naming_the_file(tmp_path, how, file, detail):
+    directory = _damage(save_tiny_wav2vec2(tmp_path / how), how)
+    with pytest.raises(ModelWeightsError) as err:
+        w2v(directory)
+    message = str(err.value)
+    assert str(directory) in message and file in message and detail in message and "\n" not in message
+    assert "weights_only=False" not in message  # never advise loading a user's pickle unsafely
+
+
+def test_a_checkpoint_of_another_architecture_is_refused_by_name(tmp_path):
+    from test_clap import save_tiny_transformers_clap
+
+    directory = save_tiny_transformers_clap(tmp_path / "clap")
+    with pytest.raises(ModelWeightsError, match=r"config.json is a 'clap' model, not 'wav2vec2'"):
+        w2v(directory)

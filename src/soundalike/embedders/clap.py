@@ -477,7 +477,7 @@ class _TransformersClap:
         except (OSError, ValueError, TypeError) as exc:
             raise ModelWeightsError(f"cannot read {directory / 'preprocessor_config.json'}: {exc}") from None
         _check_clip_s(clip_s, float(extractor.max_length_s))
-        model = load_hf_model(ClapAudioModelWithProjection, directory, what="CLAP audio tower")
+        model = load_hf_model(ClapAudioModelWithProjection, directory, what="CLAP audio tower", model_type="clap")
         if getattr(model.config, "enable_fusion", False):
             raise ModelWeightsError(
                 f"{directory} is a fusion CLAP checkpoint; fusion crops its input at random, so vectors would "
@@ -522,7 +522,8 @@ class _TransformersClap:
             from transformers import ClapTextModelWithProjection
 
             tokenizer = load_tokenizer(self.directory, what="CLAP text queries")
-            model = load_hf_model(ClapTextModelWithProjection, self.directory, what="CLAP text tower")
+            model = load_hf_model(ClapTextModelWithProjection, self.directory, what="CLAP text tower",
+                                   model_type="clap")
             self._text = (tokenizer, model.to(self.device))
         tokenizer, model = self._text
         # RoBERTa-style positions start after the padding index: two fewer tokens than positions.
@@ -633,14 +634,49 @@ def _hf_model_type(directory: Path) -> str:
         return ""
 
 
-def load_hf_model(cls, directory: Path, *, what: str, ignore_missing: Sequence[str] = ()):
+def _hf_load_errors() -> tuple[type[BaseException], ...]:
+    """What ``from_pretrained`` raises for unreadable or mismatched files (not for bugs).
+
+    ``OSError``: a missing or unreadable file; ``ValueError``/``KeyError``: a config.json that is
+    not JSON or lacks a field; ``RuntimeError``: torch's zip reader on a damaged ``.bin``, or a
+    tensor of the wrong shape; ``SafetensorError``: a truncated or empty ``.safetensors``;
+    ``UnpicklingError``/``EOFError``: a ``.bin`` that is not (or no longer) a torch checkpoint;
+    ``StrictDataclassError``: a config.json of another architecture (huggingface_hub validates
+    config fields by type).
+    """
+    import pickle
+
+    from huggingface_hub.errors import StrictDataclassError
+    from safetensors import SafetensorError
+
+    return (OSError, ValueError, RuntimeError, KeyError, SafetensorError, pickle.UnpicklingError, EOFError,
+            StrictDataclassError)
+
+
+def load_hf_model(cls, directory: Path, *, what: str, ignore_missing: Sequence[str] = (),
+                  model_type: str | None = None):
     """``cls.from_pretrained(directory)`` from local files only, in eval mode.
 
     A tower loaded from a whole-model checkpoint sees the other tower's tensors as unexpected
     (that is fine); a tensor the model needs but the files lack is an error here, where
-    transformers would silently initialise it at random.
+    transformers would silently initialise it at random. ``model_type``, when given, is what
+    ``config.json`` must say (a checkpoint of another architecture is refused by name).
+
+    Raises
+    ------
+    ModelWeightsError
+        Unreadable, truncated or mismatched files, naming the directory and its weight files.
     """
+    import pickle
+
     from transformers.utils import logging as hf_logging
+
+    found = _hf_model_type(directory)
+    if model_type is not None and found and found != model_type:
+        raise ModelWeightsError(
+            f"{directory / 'config.json'} is a {found!r} model, not {model_type!r}: {directory} holds no {what}; "
+            "point embedder.weights_path at the right model directory"
+        )
 
     # transformers logs a per-tensor load report (checked below instead) and draws a progress bar:
     # noise in every Spark worker's log. Both are turned down for this call only.
@@ -650,9 +686,16 @@ def load_hf_model(cls, directory: Path, *, what: str, ignore_missing: Sequence[s
     hf_logging.disable_progress_bar()
     try:
         model, info = cls.from_pretrained(str(directory), local_files_only=True, output_loading_info=True)
-    except (OSError, ValueError, RuntimeError, KeyError) as exc:
-        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-        raise ModelWeightsError(f"cannot load the {what} from {directory}: {first[:300]}") from None
+    except _hf_load_errors() as exc:
+        if isinstance(exc, pickle.UnpicklingError):  # torch's first line advises weights_only=False: never
+            first = "not a torch checkpoint that loads with weights_only=True"
+        else:
+            first = (str(exc).strip().splitlines() or [""])[0] or "the file ends early"
+        files = ", ".join(["config.json"] + hf_weight_files(directory))
+        raise ModelWeightsError(
+            f"cannot load the {what} from {directory} ({files}): {type(exc).__name__}: {first[:300]}; "
+            "the files are damaged or of another model: copy the whole model directory again"
+        ) from None
     finally:
         library_logger.setLevel(level)
         if bars:

@@ -89,7 +89,8 @@ class Wav2Vec2Embedder(Embedder):
         except (OSError, ValueError, TypeError) as exc:
             raise ModelWeightsError(f"cannot read {directory / 'preprocessor_config.json'}: {exc}") from None
         # masked_spec_embed only serves masking during pre-training; some checkpoints leave it out.
-        model = load_hf_model(Wav2Vec2Model, directory, what="Wav2Vec2 model", ignore_missing=("masked_spec_embed",))
+        model = load_hf_model(Wav2Vec2Model, directory, what="Wav2Vec2 model", ignore_missing=("masked_spec_embed",),
+                             model_type="wav2vec2")
         n_layers = len(model.encoder.layers)
         layer = n_layers // 2 if layer is None else layer
         if isinstance(layer, bool) or not isinstance(layer, int) or not 1 <= layer <= n_layers:
