@@ -84,3 +84,16 @@ def test_missing_weights_say_how_to_make_them(tmp_path):
     with pytest.raises(ConfigError, match="no embedder.options"):
         create_embedder(EmbedderConfig(name="siamese", weights_path=str(tmp_path / "m"), options={"layer": 3}),
                         clip_s=2.0)
+
+
+def test_a_missing_base_model_is_named_with_the_path_looked_for(tmp_path, monkeypatch):
+    head = HeadParams(dim=32, hidden=16)
+    spec = branch_spec(kind="head", clip_s=2.0, head=head,
+                       base_embedder={"name": "wav2vec2", "options": {}, "weights_path": "models/w2v"})
+    save_branch(ProjectionHead(head).eval(), spec, tmp_path / "m")
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(ModelWeightsError) as err:
+        _siamese(tmp_path / "m")
+    message = str(err.value)
+    assert str(tmp_path / "m" / "siamese.json") in message and "base embedder wav2vec2" in message
+    assert f"'models/w2v', looked for as {tmp_path / 'models' / 'w2v'}" in message

@@ -119,9 +119,23 @@ def _base_embedder(spec: dict, directory: Path, *, clip_s: float, device: torch.
     base = spec.get("base_embedder")
     if not isinstance(base, dict) or not isinstance(base.get("name"), str) or base["name"] == "siamese":
         raise ModelWeightsError(f"{directory / 'siamese.json'} names no usable base embedder for its head: {base!r}")
-    cfg = EmbedderConfig(name=base["name"], device=str(device), weights_path=base.get("weights_path"),
+    where = base.get("weights_path")
+    cfg = EmbedderConfig(name=base["name"], device=str(device), weights_path=where,
                          options=dict(base.get("options") or {}))
-    return create_embedder(cfg, clip_s=clip_s)
+    try:
+        return create_embedder(cfg, clip_s=clip_s)
+    except (ModelWeightsError, ConfigError) as exc:
+        if not where:
+            looked = "no weights path"
+        elif Path(where).expanduser().is_absolute():
+            looked = f"weights at {where}"
+        else:  # written before training stored absolute paths: relative to the working directory
+            looked = (f"weights at the relative path {where!r}, looked for as {Path.cwd() / Path(where).expanduser()} "
+                      "(retrain, or make the path absolute in siamese.json)")
+        raise type(exc)(
+            f"{directory / 'siamese.json'}: its head runs over the base embedder {base['name']} with {looked}, "
+            f"which cannot be loaded: {exc}"
+        ) from None
 
 
 @register_embedder("siamese")
