@@ -91,14 +91,16 @@ def split_tracks(
 ) -> tuple[np.ndarray, np.ndarray]:
     """Seeded split of track indices into ``(train, heldout)``, by motif group, stratified by style.
 
-    Groups are visited in a seeded random order; a group is held out while every style it
-    contains is still under ``heldout_fraction`` of its tracks (rounded, at least one, and
-    never all of a style's tracks).
+    The catalogue holds out ``round(heldout_fraction * n)`` tracks (at least one), shared out
+    over the styles in proportion to their sizes (largest remainders first, ties at random); a
+    style never gives up its last training track (:func:`heldout_quotas`). Groups are then
+    visited in a seeded random order and held out while every style they contain is still under
+    its quota, so fewer tracks may be held out when motif groups are large, never more.
 
     Returns
     -------
     train, heldout : np.ndarray [dtype=int64]
-        Sorted, disjoint, covering every track.
+        Sorted, disjoint, covering every track. ``heldout`` is empty when no style has two tracks.
     """
     groups: dict[str, list[int]] = defaultdict(list)
     for i, t in enumerate(tracks):
@@ -106,10 +108,10 @@ def split_tracks(
     per_style: dict[str | None, int] = defaultdict(int)
     for t in tracks:
         per_style[t.style] += 1
-    quota = {s: min(n - 1, max(1, round(heldout_fraction * n))) for s, n in per_style.items()}
+    rng = np.random.default_rng(seed)
+    quota = heldout_quotas(per_style, heldout_fraction=heldout_fraction, rng=rng)
     taken: dict[str | None, int] = defaultdict(int)
     heldout: list[int] = []
-    rng = np.random.default_rng(seed)
     names = sorted(groups)
     for g in (names[k] for k in rng.permutation(len(names))):
         counts: dict[str | None, int] = defaultdict(int)
@@ -122,6 +124,30 @@ def split_tracks(
     held = np.array(sorted(heldout), dtype=np.int64)
     train = np.setdiff1d(np.arange(len(tracks)), held).astype(np.int64)
     return train, held
+
+
+def heldout_quotas(per_style: dict[str | None, int], *, heldout_fraction: float,
+                   rng: np.random.Generator) -> dict[str | None, int]:
+    """Tracks to hold out per style: ``max(1, round(heldout_fraction * n))`` in all, by largest remainder.
+
+    Each style gets the whole part of its share, then the styles with the largest fractional
+    parts (ties broken by ``rng``) one more each until the total is reached; no style gives up
+    all its tracks, so a style of one track holds out none.
+    """
+    styles = sorted(per_style, key=lambda s: (s is None, str(s)))
+    n = sum(per_style.values())
+    target = min(max(1, round(heldout_fraction * n)), n) if n else 0
+    share = {s: heldout_fraction * per_style[s] for s in styles}
+    quota = {s: min(per_style[s] - 1, int(np.floor(share[s]))) for s in styles}
+    tie_break = dict(zip(styles, rng.random(len(styles))))
+    order = sorted(styles, key=lambda s: (-(share[s] - np.floor(share[s])), tie_break[s]))
+    while sum(quota.values()) < target:
+        room = [s for s in order if quota[s] < per_style[s] - 1]
+        if not room:
+            break
+        for s in room[: target - sum(quota.values())]:
+            quota[s] += 1
+    return quota
 
 
 def clip_inputs(
