@@ -323,3 +323,142 @@ def tiny_catalogue(tmp_path_factory):
     out = tmp_path_factory.mktemp("tiny_catalogue")
     generate_catalogue(out, n_tracks=20, seed=3, min_duration_s=6.0, max_duration_s=7.0, progress=False)
     return out
+
+
+# --------------------------------------------------------------------------- refusals before training
+
+
+def _styled_catalogue(root: Path, styles: list[str], *, seconds: float = 5.0, sample_rate_hz: int = 16000) -> Path:
+    """Generated tracks, one per entry of ``styles`` (the sidecar's style; the audio cycles the real styles)."""
+    import soundfile as sf
+
+    from soundalike.sample import STYLES, synthesize_track
+
+    root.mkdir(parents=True, exist_ok=True)
+    entries = []
+    for i, style in enumerate(styles):
+        name = f"t{i:02d}.wav"
+        audio = synthesize_track(STYLES[i % len(STYLES)], duration_s=seconds, sample_rate_hz=sample_rate_hz, seed=i)
+        sf.write(root / name, audio, sample_rate_hz)
+        entries.append({"file": name, **_entry(style, [style, ("calm", "bright")[i % 2]], 80.0 + 7 * i,
+                                                ("C", "G")[i % 2], ["synth"])})
+    (root / "catalogue.json").write_text(json.dumps(entries))
+    return root
+
+
+def _train(catalogue: Path, work: Path, *extra: str) -> list[str]:
+    """``soundalike train`` arguments: short clips, one epoch, CPU, no MLflow."""
+    conf = Path(__file__).resolve().parents[1] / "conf" / "local.yaml"  # some tests run from another directory
+    return ["train", "--conf", str(conf), "--no-mlflow", "--epochs", "1",
+            "--set", f"catalogue.path={catalogue}", "--set", f"workdir={work}",
+            "--set", "clips.clip_s=2.0", "--set", "clips.hop_s=2.0", "--set", "clips.min_tail_s=1.0",
+            "--set", "training.hop_s=2.0", "--set", "training.max_clips_per_track=2",
+            "--set", "training.device=cpu", "--set", "embedder.device=cpu", *extra]
+
+
+def _run(argv: list[str], capsys) -> tuple[int, str, str]:
+    from soundalike.cli import main
+
+    code = main(argv)
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+@pytest.fixture(scope="module")
+def pairs_catalogue(tmp_path_factory) -> Path:
+    """12 tracks, two per style."""
+    return _styled_catalogue(tmp_path_factory.mktemp("pairs"), [f"style{i // 2}" for i in range(12)])
+
+
+def test_split_holds_out_the_fraction_of_the_catalogue_not_one_track_per_style(pairs_catalogue):
+    from soundalike.training.dataset import labelled_tracks
+
+    tracks = labelled_tracks(pairs_catalogue, "catalogue.json")
+    for fraction, n_held in ((0.01, 1), (0.25, 3), (0.5, 6), (0.9, 6)):  # a style keeps one training track
+        train, held = split_tracks(tracks, heldout_fraction=fraction, seed=0)
+        assert (len(train), len(held)) == (12 - n_held, n_held)
+
+
+def test_too_few_training_tracks_says_why_and_its_advice_works(pairs_catalogue, tmp_path, capsys):
+    code, out, err = _run(_train(pairs_catalogue, tmp_path / "w"), capsys)
+    assert code == 2 and "epoch" not in out and err.count("\n") == 1
+    assert "9 training tracks are too few" in err and "at least 11 training tracks" in err
+    assert "12 tracks have metadata, 3 of them held out" in err
+    fraction = err.split("training.heldout_fraction=")[1].split()[0]
+    code, out, err = _run(_train(pairs_catalogue, tmp_path / "w2", "--set", f"training.heldout_fraction={fraction}"),
+                          capsys)
+    assert code == 0, err
+    assert "12 tracks with metadata: 11 train, 1 held out" in out
+
+
+def test_no_track_with_a_usable_clip_is_refused_before_training(tmp_path, capsys):
+    catalogue = _styled_catalogue(tmp_path / "short", [f"style{i % 2}" for i in range(12)], seconds=3.0)
+    code, out, err = _run(_train(catalogue, tmp_path / "w", "--set", "clips.clip_s=10.0", "--set", "clips.hop_s=10.0",
+                                 "--set", "clips.min_tail_s=5.0", "--set", "training.hop_s=5.0",
+                                 "--set", "training.heldout_fraction=0.05"), capsys)
+    assert code == 2 and "epoch" not in out and err.count("\n") == 1
+    assert "none of the 11 training tracks gives a usable clip" in err and "clips.min_tail_s=5.0" in err
+    assert not (tmp_path / "w" / "models" / "siamese" / WEIGHTS_FILE).exists()
+
+
+def test_a_catalogue_with_nothing_to_hold_out_is_refused(tmp_path, capsys):
+    catalogue = _styled_catalogue(tmp_path / "solo", [f"style{i}" for i in range(12)])
+    code, out, err = _run(_train(catalogue, tmp_path / "w"), capsys)
+    assert code == 2 and "epoch" not in out and err.count("\n") == 1
+    assert "no track of the 12 with metadata can be held out" in err and "at least two tracks of some style" in err
+
+
+def test_a_result_without_heldout_metrics_is_never_logged_or_registered(tmp_path):
+    from soundalike.training.tracking import log_training_run
+    from soundalike.training.train import TrainingResult
+
+    empty = {"n_queries": 0, "gallery_size": 12, "precision_at_5": None, "mean_tag_similarity_at_5": None}
+    result = TrainingResult(
+        model_dir=tmp_path / "model", embedder_key="siamese@x", weights_sha256="0" * 64, spec={}, losses=[1.0],
+        evaluation={side: {"catalogue": empty, "heldout": empty} for side in ("learned", "baseline")},
+        train_tracks=[], heldout_tracks=[], n_train_clips=0, params={})
+    cfg = load_config("conf/local.yaml", [f"workdir={tmp_path / 'w'}"])
+    with pytest.raises(ConfigError, match="no held-out metrics"):
+        log_training_run(cfg, result)
+    assert not (tmp_path / "w" / "mlflow.db").exists()
+
+
+def test_an_output_dir_that_is_a_file_is_refused_before_training(pairs_catalogue, tmp_path, capsys):
+    taken = tmp_path / "taken"
+    taken.write_text("not a directory")
+    code, out, err = _run(_train(pairs_catalogue, tmp_path / "w", "--output-dir", str(taken),
+                                 "--set", "training.heldout_fraction=0.08"), capsys)
+    assert code == 2 and "epoch" not in out and err.count("\n") == 1
+    assert f"training.output_dir {taken} is a file" in err
+    code, out, err = _run(_train(pairs_catalogue, tmp_path / "w", "--output-dir", str(taken / "model"),
+                                 "--set", "training.heldout_fraction=0.08"), capsys)
+    assert code == 2 and "epoch" not in out and "cannot create training.output_dir" in err
+
+
+def test_base_embedder_errors_name_the_settings_it_reads(pairs_catalogue, tmp_path, capsys):
+    code, _, err = _run(_train(pairs_catalogue, tmp_path / "w", "--set", "training.base_embedder=wav2vec2",
+                               "--set", f"embedder.weights_path={tmp_path}"), capsys)
+    assert code == 2 and "embedder.name is mel" in err and f"embedder.weights_path={tmp_path} is not read" in err
+    assert "set embedder.name=wav2vec2" in err and "is not set" not in err
+    code, _, err = _run(_train(pairs_catalogue, tmp_path / "w", "--set", "training.base_embedder=nope"), capsys)
+    assert code == 2 and "training.base_embedder 'nope' is not an embedder" in err and "set embedder.name" not in err
+
+
+def test_a_head_over_a_relative_base_path_loads_from_any_directory(pairs_catalogue, tmp_path, capsys, monkeypatch):
+    from soundalike.config import EmbedderConfig
+    from soundalike.embedders import create_embedder
+    from test_wav2vec2 import save_tiny_wav2vec2
+
+    project = tmp_path / "project"
+    save_tiny_wav2vec2(project / "models" / "w2v")
+    monkeypatch.chdir(project)
+    code, out, err = _run(_train(pairs_catalogue, project / "work", "--set", "training.base_embedder=wav2vec2",
+                                 "--set", "embedder.name=wav2vec2", "--set", "embedder.weights_path=models/w2v",
+                                 "--set", "training.heldout_fraction=0.08"), capsys)
+    assert code == 0, err
+    model_dir = project / "work" / "models" / "siamese"
+    spec = json.loads((model_dir / CONFIG_FILE).read_text())
+    assert spec["base_embedder"]["weights_path"] == str(project / "models" / "w2v")
+    monkeypatch.chdir(tmp_path)
+    emb = create_embedder(EmbedderConfig(name="siamese", weights_path=str(model_dir), device="cpu"), clip_s=2.0)
+    assert emb.base.name == "wav2vec2" and emb.dim == 32

@@ -20,6 +20,7 @@ import tempfile
 from pathlib import Path
 
 from soundalike.config import Config
+from soundalike.errors import ConfigError
 from soundalike.training.train import TrainingResult
 
 _METRICS = ("precision_at_5", "mean_tag_similarity_at_5")
@@ -49,6 +50,11 @@ def log_training_run(cfg: Config, result: TrainingResult) -> dict:
     dict
         ``{"run_id", "experiment_id", "artifact_uri", "model_name", "model_version"}``
         (the last two ``None`` when ``training.register`` is false).
+
+    Raises
+    ------
+    ConfigError
+        ``result`` has no held-out metrics (nothing is logged).
     """
     import mlflow
     from mlflow import MlflowClient
@@ -56,15 +62,20 @@ def log_training_run(cfg: Config, result: TrainingResult) -> dict:
     from soundalike.mlflow_embedder import log_embedder_model
     from soundalike.mlflow_model import configure_mlflow
 
-    experiment_id = configure_mlflow(cfg)
     t = cfg.training
+    metrics = flat_metrics(result.evaluation)
+    if not metrics:
+        # train_similarity refuses this before training; a result built another way must not slip through.
+        raise ConfigError(f"the run in {result.model_dir} has no held-out metrics, so it is neither logged nor "
+                          "registered; it needs held-out tracks with clips (training.heldout_fraction)")
+    experiment_id = configure_mlflow(cfg)
     with mlflow.start_run(experiment_id=experiment_id, run_name=f"train_{t.branch}_{t.loss}") as run:
         mlflow.set_tags({"soundalike.stage": "train", "soundalike.embedder": result.embedder_key,
                          "soundalike.weights_sha256": result.weights_sha256})
         mlflow.log_params({k: str(v)[:500] for k, v in result.params.items()})
         for epoch, loss in enumerate(result.losses, start=1):
             mlflow.log_metric("train_loss", loss, step=epoch)
-        mlflow.log_metrics(flat_metrics(result.evaluation))
+        mlflow.log_metrics(metrics)
         mlflow.log_artifacts(str(result.model_dir), artifact_path="siamese")
         with tempfile.TemporaryDirectory() as tmp:
             png = plot_losses(result.losses, Path(tmp) / "loss_curve.png", title=f"{t.branch} / {t.loss}")

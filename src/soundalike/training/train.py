@@ -31,7 +31,9 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import os
 import time
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Sequence
@@ -41,6 +43,7 @@ import torch
 
 from soundalike.config import Config, EmbedderConfig, config_to_dict
 from soundalike.embedders import Embedder, create_embedder
+from soundalike.embedders.base import available_embedders, uses_weights
 from soundalike.embedders.mel import _resolve_device
 from soundalike.errors import AudioDecodeError, ConfigError
 from soundalike.extract import extract_track
@@ -126,7 +129,10 @@ def train_similarity(cfg: Config, *, echo: Echo | None = None) -> TrainingResult
     Raises
     ------
     ConfigError
-        No usable metadata, or too few tracks for the pair rule.
+        Checked before anything is trained: an unusable output directory, no usable metadata,
+        no track that can be held out, too few training tracks (with usable clips) for the pair
+        rule, a base embedder that cannot be built from the settings given. After training: no
+        held-out track with a vector (the branch stays saved; nothing is evaluated).
     """
     say = echo or (lambda line: None)
     t = cfg.training
@@ -136,11 +142,14 @@ def train_similarity(cfg: Config, *, echo: Echo | None = None) -> TrainingResult
     weights = SimilarityWeights(tags=t.tag_weight, instruments=t.instrument_weight, tempo=t.tempo_weight,
                                 key=t.key_weight)
 
+    out_dir = _usable_output_dir(cfg)  # before the work, not after it
+    base_cfg = _base_config(cfg)
     tracks = labelled_tracks(cfg.catalogue.path, cfg.catalogue.metadata_file)
     train_idx, held_idx = split_tracks(tracks, heldout_fraction=t.heldout_fraction, seed=t.seed)
     say(f"{len(tracks)} tracks with metadata: {len(train_idx)} train, {len(held_idx)} held out")
+    _check_heldout(tracks, held_idx, t)
+    _check_enough_training_tracks(len(train_idx), n_tracks=len(tracks), n_heldout=len(held_idx), t=t)
 
-    base_cfg = _base_config(cfg)
     base = create_embedder(base_cfg, clip_s=cfg.clips.clip_s)
     if t.branch == "cnn":
         frontend = SpectrogramFrontend(FrontendParams())
@@ -156,7 +165,7 @@ def train_similarity(cfg: Config, *, echo: Echo | None = None) -> TrainingResult
         branch = ProjectionHead(head)
         spec = branch_spec(kind="head", clip_s=cfg.clips.clip_s, head=head,
                            base_embedder={"name": base.name, "options": dict(base_cfg.options or {}),
-                                          "weights_path": base_cfg.weights_path})
+                                          "weights_path": _absolute(base_cfg.weights_path)})
     branch = branch.to(device)
 
     inputs: list[torch.Tensor] = []
@@ -170,6 +179,8 @@ def train_similarity(cfg: Config, *, echo: Echo | None = None) -> TrainingResult
     n_clips = sum(int(x.shape[0]) for x in inputs)
     timer.lap("load")
     say(f"{n_clips} training clips from {len(kept)} tracks ({timer.seconds['load']:.1f} s)")
+    _check_enough_training_tracks(len(kept), n_tracks=len(tracks), n_heldout=len(held_idx), t=t,
+                                  n_without_clips=len(train_idx) - len(kept), clips=cfg.clips)
     sim = similarity_matrix([tracks[i].features for i in kept], weights)
 
     crop = None
@@ -179,14 +190,22 @@ def train_similarity(cfg: Config, *, echo: Echo | None = None) -> TrainingResult
     timer.lap("train")
     branch.eval()
 
-    out_dir = Path(t.output_dir) if t.output_dir else cfg.workpath("models", "siamese")
-    sha = save_branch(branch, spec, out_dir)
+    try:
+        sha = save_branch(branch, spec, out_dir)
+    except OSError as exc:
+        raise ConfigError(f"cannot write the trained branch to {out_dir}: {exc}") from None
     learned = create_embedder(EmbedderConfig(name="siamese", weights_path=str(out_dir), device=t.device),
                               clip_s=cfg.clips.clip_s)
     say(f"saved {learned.key} ({parameter_count(branch)} parameters) to {out_dir}")
 
     evaluation = evaluate_embedders({"learned": learned, "baseline": base}, tracks, held_idx, cfg)
     timer.lap("evaluate")
+    if evaluation["learned"]["heldout"]["n_queries"] == 0:
+        raise ConfigError(
+            f"none of the {len(held_idx)} held-out tracks gives a clip to embed (too short for clips.min_tail_s="
+            f"{cfg.clips.min_tail_s} s, or undecodable), so the branch saved in {out_dir} has no evaluation and "
+            "is not registered; add tracks long enough for a clip"
+        )
     for gallery in ("catalogue", "heldout"):
         lm, bm = evaluation["learned"][gallery], evaluation["baseline"][gallery]
         say(f"held-out vs {gallery}: precision@5 {_fmt(lm['precision_at_5'])} (base {_fmt(bm['precision_at_5'])}), "
@@ -248,8 +267,8 @@ def fit(branch: torch.nn.Module, inputs: Sequence[torch.Tensor], sim: np.ndarray
     for epoch in range(t.epochs):
         try:
             pairs = draw_pairs(sim, seed=(t.seed, epoch), n_positive=t.n_positive, n_negative=t.n_negative, pool=t.pool)
-        except ValueError as exc:  # ParameterError: too few tracks
-            raise ConfigError(f"{exc} (a larger catalogue, or a lower training.heldout_fraction)") from None
+        except ValueError as exc:  # ParameterError: too few tracks (train_similarity checks this first)
+            raise ConfigError(f"{exc} (see training.n_positive, training.n_negative)") from None
         rng = np.random.default_rng((t.seed, epoch, 1))
         total, count = 0.0, 0
         if t.loss == "contrastive":
@@ -371,13 +390,108 @@ def evaluate_embedders(embedders: dict[str, Embedder], tracks: Sequence[Labelled
 
 
 def _base_config(cfg: Config) -> EmbedderConfig:
-    """The base embedder's settings: ``cfg.embedder``'s when it names it, else its defaults."""
+    """The base embedder's settings: ``cfg.embedder``'s when it names it, else its defaults.
+
+    Raises
+    ------
+    ConfigError
+        ``training.base_embedder`` is no embedder, is ``siamese``, or needs weights while
+        ``embedder.name`` is another embedder (whose ``weights_path`` it would not read).
+    """
     name = cfg.training.base_embedder
     if name == "siamese":
         raise ConfigError("training.base_embedder cannot be siamese; use mel (or a pre-trained model such as clap)")
+    if name not in available_embedders():
+        raise ConfigError(f"training.base_embedder {name!r} is not an embedder; set training.base_embedder to one of "
+                          f"{', '.join(n for n in available_embedders() if n != 'siamese')}")
     if cfg.embedder.name == name:
         return dataclasses.replace(cfg.embedder, device=cfg.training.device)
+    if uses_weights(name):
+        unused = (f", so embedder.weights_path={cfg.embedder.weights_path} is not read"
+                  if cfg.embedder.weights_path else "")
+        raise ConfigError(
+            f"training.base_embedder={name} needs its model files: the base embedder takes embedder.weights_path "
+            f"and embedder.options only when embedder.name is {name} too, and embedder.name is "
+            f"{cfg.embedder.name}{unused}; set embedder.name={name} and embedder.weights_path=<the {name} model directory>"
+        )
     return EmbedderConfig(name=name, device=cfg.training.device)
+
+
+def _absolute(path: str | None) -> str | None:
+    """``path`` made absolute (``siamese.json`` is read from other working directories); symlinks are kept,
+    so a link such as ``models/current`` still follows its target."""
+    return os.path.abspath(Path(path).expanduser()) if path else path
+
+
+def _usable_output_dir(cfg: Config) -> Path:
+    """``training.output_dir`` (default ``<workdir>/models/siamese``), created; refused if it cannot hold the model."""
+    t = cfg.training
+    out_dir = Path(t.output_dir).expanduser() if t.output_dir else cfg.workpath("models", "siamese")
+    if out_dir.exists() and not out_dir.is_dir():
+        raise ConfigError(f"training.output_dir {out_dir} is a file, not a directory; choose another --output-dir")
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ConfigError(f"cannot create training.output_dir {out_dir}: {exc.strerror or exc}; "
+                          "choose another --output-dir") from None
+    if not os.access(out_dir, os.W_OK | os.X_OK):
+        raise ConfigError(f"training.output_dir {out_dir} is not writable; choose another --output-dir")
+    return out_dir
+
+
+def _check_heldout(tracks: Sequence[LabelledTrack], held_idx: np.ndarray, t) -> None:
+    """Refuse a split with nothing held out: the run would have no metrics to judge (or register) it by."""
+    if len(held_idx):
+        return
+    per_style = Counter(tr.style for tr in tracks)
+    if max(per_style.values()) < 2:
+        why = (f"each of its {len(per_style)} styles has a single track, and a style's only track stays in "
+               "training so that training sees every style")
+        need = "at least two tracks of some style (the sidecar's 'style' field)"
+    else:
+        why = f"its motif groups are larger than any style's share of training.heldout_fraction={t.heldout_fraction}"
+        need = "a higher training.heldout_fraction, or more tracks per style"
+    raise ConfigError(
+        f"no track of the {len(tracks)} with metadata can be held out for evaluation: {why}. A model without "
+        f"held-out tracks has no metrics to judge it by, so nothing is trained; needed: {need}"
+    )
+
+
+def _check_enough_training_tracks(n_train: int, *, n_tracks: int, n_heldout: int, t, n_without_clips: int = 0,
+                                  clips=None) -> None:
+    """Refuse, before training, too few training tracks for the pair rule, saying why and what would do."""
+    partners = max(t.n_positive - 1, t.n_negative)
+    need = 2 * partners + 1  # disjoint pools of `partners` most and least similar other tracks
+    if n_train >= need:
+        return
+    if n_train == 0 and n_without_clips:
+        raise ConfigError(
+            f"none of the {n_without_clips} training tracks gives a usable clip (clips.clip_s={clips.clip_s} s; a "
+            f"track shorter than that gives one only if it lasts clips.min_tail_s={clips.min_tail_s} s; silent, "
+            "noise-like and undecodable audio gives none), so there is nothing to train on; use longer tracks, "
+            "or lower clips.clip_s and clips.min_tail_s"
+        )
+    counts = f"{n_tracks} tracks have metadata, {n_heldout} of them held out for evaluation"
+    if n_without_clips:
+        counts += f", and {n_without_clips} training tracks give no usable clip"
+    advice = []
+    # The split holds out at most round(fraction * n) tracks and at least one.
+    spare = n_tracks - n_without_clips - need
+    if n_heldout > 1 and spare >= 1:
+        # Rounded down to 3 significant digits, so round(fraction * n) never exceeds `spare`.
+        scale = 10 ** (2 - math.floor(math.log10(spare / n_tracks)))
+        fraction = math.floor(spare / n_tracks * scale) / scale
+        advice.append(f"set training.heldout_fraction={fraction:g} (holds out at most {spare})")
+    most = (n_train - 1) // 2
+    if most >= 1:
+        advice.append(f"lower training.n_positive to {most + 1} and training.n_negative to {most}")
+    advice.append(f"add tracks (at least {need + 1 + n_without_clips} with metadata and usable clips)")
+    raise ConfigError(
+        f"{n_train} training tracks are too few for the pair rule: each track needs {t.n_positive - 1} similar and "
+        f"{t.n_negative} dissimilar partners (training.n_positive={t.n_positive}, training.n_negative="
+        f"{t.n_negative}) from disjoint pools, so at least {need} training tracks; {counts}. To train: "
+        + ", or ".join(advice)
+    )
 
 
 def _pick_clips(ref: np.ndarray, other: np.ndarray, sizes: np.ndarray, rng: np.random.Generator):
