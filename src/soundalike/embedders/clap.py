@@ -40,7 +40,7 @@ transformers loading) are shared with :mod:`soundalike.embedders.wav2vec2`.
 
 Examples
 --------
->>> cfg = EmbedderConfig(name="clap", weights_path="/Volumes/main/soundalike/models/clap")  # doctest: +SKIP
+>>> cfg = EmbedderConfig(name="clap", weights_path="/Volumes/main/soundalike/weights/clap")  # doctest: +SKIP
 >>> emb = create_embedder(cfg, clip_s=10.0)  # doctest: +SKIP
 >>> emb.embed(clips).shape  # clips: float32 [n, 480000]  # doctest: +SKIP
 (n, 512)
@@ -92,7 +92,7 @@ _LAION_ONLY_OPTIONS = ("checkpoint", "amodel", "text_model_dir")
 
 _WHERE = (
     "Copy them into one directory (on Databricks a Unity Catalog Volume, e.g. "
-    "/Volumes/<catalog>/<schema>/models/{name}) and set embedder.weights_path to it; "
+    "/Volumes/<catalog>/<schema>/weights/{name}) and set embedder.weights_path to it; "
     "weights are never downloaded at run time."
 )
 _LAION_HELP = (

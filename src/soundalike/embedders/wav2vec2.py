@@ -17,7 +17,7 @@ code revision, the layer, the extractor settings and the SHA-256 of the weight a
 
 Examples
 --------
->>> cfg = EmbedderConfig(name="wav2vec2", weights_path="/Volumes/main/soundalike/models/wav2vec2-base",
+>>> cfg = EmbedderConfig(name="wav2vec2", weights_path="/Volumes/main/soundalike/weights/wav2vec2-base",
 ...                      options={"layer": 6})  # doctest: +SKIP
 >>> create_embedder(cfg, clip_s=10.0).embed(clips).shape  # clips: float32 [n, 160000]  # doctest: +SKIP
 (n, 768)
