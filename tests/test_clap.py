@@ -369,3 +369,26 @@ def test_empty_or_non_string_text_is_a_parameter_error(hf):
     for bad in ([], [""], "calm piano", [3]):
         with pytest.raises(ParameterError):
             hf.embed_text(bad)
+
+
+def test_an_audio_tower_saved_alone_loads(hf_dir, hf, tmp_path, clips):
+    """``ClapAudioModelWithProjection.save_pretrained`` says model_type "clap_audio_model"."""
+    from transformers import ClapAudioModelWithProjection, ClapFeatureExtractor
+
+    tower = tmp_path / "audio_tower"
+    ClapAudioModelWithProjection.from_pretrained(str(hf_dir)).save_pretrained(tower)
+    ClapFeatureExtractor.from_pretrained(str(hf_dir)).save_pretrained(tower)
+    assert '"clap_audio_model"' in (tower / "config.json").read_text()
+    np.testing.assert_allclose(clap_embedder(tower).embed(clips[:2]), hf.embed(clips[:2]), atol=1e-5)
+
+
+def test_damaged_weights_are_a_weights_error_with_an_older_huggingface_hub(hf_dir, tmp_path, monkeypatch):
+    import shutil
+
+    import huggingface_hub.errors
+
+    monkeypatch.delattr(huggingface_hub.errors, "StrictDataclassError", raising=False)  # not in older releases
+    directory = Path(shutil.copytree(hf_dir, tmp_path / "clap"))
+    (directory / "model.safetensors").write_bytes(b"")
+    with pytest.raises(ModelWeightsError, match="model.safetensors"):
+        clap_embedder(directory)

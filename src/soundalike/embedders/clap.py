@@ -646,11 +646,13 @@ def _hf_load_errors() -> tuple[type[BaseException], ...]:
     """
     import pickle
 
-    from huggingface_hub.errors import StrictDataclassError
+    import huggingface_hub.errors
     from safetensors import SafetensorError
 
-    return (OSError, ValueError, RuntimeError, KeyError, SafetensorError, pickle.UnpicklingError, EOFError,
-            StrictDataclassError)
+    errors = (OSError, ValueError, RuntimeError, KeyError, SafetensorError, pickle.UnpicklingError, EOFError)
+    # Only in recent huggingface_hub releases: this handler must not itself fail on older ones.
+    strict = getattr(huggingface_hub.errors, "StrictDataclassError", None)
+    return errors + ((strict,) if isinstance(strict, type) else ())
 
 
 def load_hf_model(cls, directory: Path, *, what: str, ignore_missing: Sequence[str] = (),
@@ -672,7 +674,8 @@ def load_hf_model(cls, directory: Path, *, what: str, ignore_missing: Sequence[s
     from transformers.utils import logging as hf_logging
 
     found = _hf_model_type(directory)
-    if model_type is not None and found and found != model_type:
+    # A tower saved alone says e.g. "clap_audio_model": the same architecture (as _locate_clap accepts).
+    if model_type is not None and found and found != model_type and not found.startswith(model_type + "_"):
         raise ModelWeightsError(
             f"{directory / 'config.json'} is a {found!r} model, not {model_type!r}: {directory} holds no {what}; "
             "point embedder.weights_path at the right model directory"
