@@ -63,17 +63,26 @@ def run_duplicates(cfg: Config, spark: SparkSession | None = None, *, progress: 
     paths: dict[str, list[str]] = {}
     for r in spark.table(cfg.tables.name("tracks")).select("track_id", "path").collect():
         paths.setdefault(r["track_id"], []).append(r["path"])
-    first = {t: min(p) for t, p in paths.items()}
+    unreadable = {r["path"] for r in spark.table(cfg.tables.name("ingest_errors")).where("stage = 'ingest'")
+                  .select("path").collect()}
+    # A readable copy first, where a track has one.
+    first = {t: min(p, key=lambda path: (path in unreadable, path)) for t, p in paths.items()}
 
     rows = []
     if new_ids:
         from soundalike.audio import load_audio
+        from soundalike.errors import AudioDecodeError
 
         index, pitch = load_fingerprints(spark, cfg)
 
         @lru_cache(maxsize=16)
         def wave(track_id: str):
-            return load_audio(first[track_id], cfg.fingerprint.sample_rate_hz)
+            # A stored track whose file became unreadable keeps its landmarks, but its pairs cannot
+            # be checked by ear: find_pairs drops them, and the run goes on.
+            try:
+                return load_audio(first[track_id], cfg.fingerprint.sample_rate_hz)
+            except AudioDecodeError:
+                return None
 
         for p in find_pairs(index, pitch, new_ids=new_ids, cfg=cfg.duplicates, load_wave=wave, progress=progress):
             j = p.to_json()

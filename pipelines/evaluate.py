@@ -43,8 +43,12 @@ class EvaluateSummary(StageSummary):
 def eval_tracks(spark: SparkSession, cfg: Config) -> list[EvalTrack]:
     """The catalogue's tracks with the ground truth the sidecar gives (one path per track id)."""
     rows = spark.table(cfg.tables.name("tracks")).select("track_id", "path", "duration_s", "metadata").collect()
+    # A stored file that became unreadable keeps its clips in the index, but no excerpt can be cut
+    # from it: left out (another copy of the same bytes stands in for it).
+    unreadable = {r["path"] for r in spark.table(cfg.tables.name("ingest_errors")).where("stage = 'ingest'")
+                  .select("path").collect()}
     seen = {}
-    for r in sorted(rows, key=lambda r: r["path"]):
+    for r in sorted((r for r in rows if r["path"] not in unreadable), key=lambda r: r["path"]):
         meta = json.loads(r["metadata"]) if r["metadata"] else {}
         seen.setdefault(r["track_id"], EvalTrack(r["track_id"], r["path"], float(r["duration_s"] or 0.0),
                                                  meta.get("style"), meta.get("motif_id")))

@@ -372,3 +372,21 @@ def test_missing_weights_stop_the_pipeline_before_ingest_writes_anything(catalog
     assert main(args) == 2
     assert "nowhere" in capsys.readouterr().err
     assert not (work / "warehouse").exists()  # no table was created, so none was written
+
+
+def test_a_stored_file_that_becomes_unreadable_stops_no_later_stage(tmp_path):
+    """Its rows stay (ingest keeps what is stored), so evaluate and duplicates meet it: evaluate
+    cuts no excerpt from it and duplicates drops the pairs it cannot check by ear."""
+    root = tmp_path / "cat"
+    generate_catalogue(root, n_tracks=4, seed=3, min_duration_s=14.0, max_duration_s=18.0, progress=False)
+    cfg = load_config(CONF, [f"workdir={tmp_path / 'work'}", f"catalogue.path={root}", "tables.schema=pipe_unreadable",
+                             "spark.master=local[2]", "evaluation.n_excerpts=12"])
+    run_pipeline(cfg)
+    damaged = sorted(root.glob("track_*"))[0]
+    wave, sr = sf.read(damaged, dtype="float32")
+    sf.write(root / "re_encoded.flac", 0.5 * wave, sr)  # a re-encode of it: checked against it by ear
+    damaged.write_bytes(b"")
+    summary = run_pipeline(cfg)
+    assert summary["ingest"]["errors"] == 1 and summary["ingest"]["removed"] == 0
+    assert summary["index"]["built"] and "evaluate" in summary and "duplicates" in summary
+    assert str(damaged.resolve()) in {p["path"] for p in summary["catalogue"]["problems"]}

@@ -474,6 +474,8 @@ def _verify(index: FingerprintIndex, p: DuplicatePair, load_wave, cfg: Duplicate
     spectra tell the offsets apart. The pair's offset becomes the best-sounding one.
     """
     wave_a, wave_b = load_wave(p.track_a), load_wave(p.track_b)
+    if wave_a is None or wave_b is None:  # a file unreadable now: it cannot be checked, so no pair
+        return p, float("-inf")
     row_of = {str(t): i for i, t in enumerate(index.track_ids)}
     fp_b = index.track_fingerprint(row_of[p.track_b])
     offsets = index.offsets(fp_b, row_of[p.track_a], k=cfg.offset_candidates) or [(p.offset_s, 0)]
@@ -500,7 +502,8 @@ def find_pairs(index: FingerprintIndex, pitch: Mapping[str, np.ndarray], *, new_
     Parameters
     ----------
     load_wave : callable or None
-        ``load_wave(track_id) -> wave`` (mono, 8 kHz). When given, every landmark candidate is
+        ``load_wave(track_id) -> wave`` (mono, 8 kHz), or None for a track whose file cannot be
+        read now (its landmark candidates are dropped). When given, every landmark candidate is
         checked with :func:`aligned_similarity`: below ``cfg.min_aligned_similarity`` it is not
         a duplicate but a ``version`` (time-aligned melody, other sound), or nothing when even
         that is below ``cfg.version_min_aligned_similarity``.
