@@ -41,8 +41,14 @@ def substitute(text: str, bundle: dict, *, dev_user: str | None = None) -> str:
         prefixed = dev_user and kind in ("schemas", "model_serving_endpoints", "registered_models")
         return f"dev_{dev_user}_{name}" if prefixed else name
 
+    def variable(m):
+        value = bundle["targets"]["dev"].get("variables", {}).get(m.group(1)) if dev_user else None
+        if value is not None:
+            return str(value).replace("${workspace.current_user.short_name}", dev_user)
+        return str(bundle["variables"][m.group(1)]["default"]) or "x"
+
     text = RESOURCE.sub(resource_name, text)
-    text = VAR.sub(lambda m: str(bundle["variables"][m.group(1)]["default"]) or "x", text)
+    text = VAR.sub(variable, text)
     return text.replace("${workspace.file_path}", str(ROOT)).replace("${bundle.name}", bundle["bundle"]["name"])
 
 
@@ -118,6 +124,7 @@ def test_a_dev_deployment_reads_and_writes_only_its_own_schema():
         assert cfg.catalogue.path == "/Volumes/main/dev_ana_soundalike/audio"
         assert cfg.workdir == "/Volumes/main/dev_ana_soundalike/work"
         assert cfg.mlflow.model_name == "main.dev_ana_soundalike.soundalike_search"
+        assert cfg.mlflow.experiment == "/Shared/soundalike_dev_ana"  # not the prod runs' experiment
         if stage == "train":
             assert cfg.training.model_name == "main.dev_ana_soundalike.soundalike_siamese"
             assert cfg.training.output_dir == "/Volumes/main/dev_ana_soundalike/weights/siamese"
