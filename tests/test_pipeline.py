@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path
 
@@ -372,6 +373,9 @@ def test_missing_weights_stop_the_pipeline_before_ingest_writes_anything(catalog
     assert main(args) == 2
     assert "nowhere" in capsys.readouterr().err
     assert not (work / "warehouse").exists()  # no table was created, so none was written
+    assert main([*args, "--json"]) == 2
+    out, err = capsys.readouterr()
+    assert json.loads(out)["error"] == {"stage": None, "message": err.split("error: ", 1)[1].strip()}
 
 
 def test_a_stored_file_that_becomes_unreadable_stops_no_later_stage(tmp_path):

@@ -217,9 +217,11 @@ def _run_stages(args: argparse.Namespace) -> int:
     try:
         results = run_pipeline(cfg, stages, echo=echo)
     except SoundalikeError as exc:
-        if args.json and getattr(exc, "completed", None) is not None:
-            # The stages before the failing one ran and wrote; their summaries are not lost.
-            _print_json({**exc.completed, "error": {"stage": exc.stage, "message": str(exc)}})
+        if args.json:
+            # The stages before the failing one ran and wrote; their summaries are not lost. A
+            # failure before the first stage (weights, a busy work dir) has stage null.
+            _print_json({**(getattr(exc, "completed", None) or {}),
+                         "error": {"stage": getattr(exc, "stage", None), "message": str(exc)}})
         raise
     if args.json:
         _print_json(results)
