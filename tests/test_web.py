@@ -477,3 +477,18 @@ def test_remote_endpoint_url_comes_from_the_environment(registered_search_model,
     with pytest.raises(BackendError, match="unreachable") as err:
         RemoteBackend(f"http://127.0.0.1:{dead}/invocations", None, clip_s=10.0, timeout_s=5).predict([{"text": "x"}], {})
     assert err.value.status == 502
+
+
+def test_an_unexpected_500_carries_the_security_headers_too(registered_search_model, monkeypatch):
+    m = registered_search_model
+    backend = LocalBackend(m.model, m.uri)
+
+    def broken(records, params):
+        raise RuntimeError("the backend fell over")
+
+    monkeypatch.setattr(backend, "predict", broken)
+    client = TestClient(create_app(m.cfg, backend), raise_server_exceptions=False)
+    response = search(client, track_bytes(m, 0))
+    assert response.status_code == 500
+    assert response.headers["x-content-type-options"] == "nosniff"
+    assert response.headers["x-frame-options"] == "DENY"

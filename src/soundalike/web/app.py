@@ -190,7 +190,9 @@ def create_app(cfg: Config, backend: SearchBackend) -> FastAPI:
         description="Find the catalogue songs that sound like an uploaded recording; compare two tracks.",
     )
     app.add_middleware(BodyLimit, limit_for=_body_limits(max_bytes))
-    app.add_middleware(SecurityHeaders)  # added last: the outermost, so it sees every response
+    # Outside Starlette's own error middleware too, so that a 500 carries the headers as well.
+    build = app.build_middleware_stack
+    app.build_middleware_stack = lambda: SecurityHeaders(build())
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
 
     @app.exception_handler(BackendError)
