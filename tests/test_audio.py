@@ -294,3 +294,17 @@ def test_float_samples_of_absurd_magnitude_are_refused(write_audio):
         load_audio(stereo, 16000)
     loud = write_audio("loud.wav", (melody(16000, 1.0) * 8).astype(np.float32), 16000, subtype="FLOAT")
     assert np.abs(load_audio(loud, 16000)).max() > 1.0  # overshooting float audio is still audio
+
+
+@needs_ffmpeg
+def test_a_raw_aac_stream_gets_its_true_length_not_ffprobes_bitrate_guess(tmp_path):
+    """ADTS .aac has no length in its header; ffprobe guesses from the first frames' bitrate
+    (here 166 s for 120 s, the quiet start being cheap to code)."""
+    path = tmp_path / "quiet_start.aac"
+    subprocess.run(["ffmpeg", "-v", "error", "-y", "-f", "lavfi", "-i", "anoisesrc=d=120:a=0.5", "-af",
+                    "volume='if(lt(t,40),0.001,1)':eval=frame", "-c:a", "aac", "-b:a", "128k", str(path)], check=True)
+    for source in (path, path.read_bytes()):
+        assert probe_audio(source).duration_s == pytest.approx(120.0, abs=0.1)
+    assert load_audio(path, 8000, offset_s=30.0, duration_s=10.0).shape[0] == 80000  # a window, not to the end
+    with pytest.raises(AudioDecodeError, match="120.0. s long"):
+        load_audio(path, 8000, offset_s=150.0)
