@@ -153,12 +153,17 @@ def load_audio(
             # libsndfile read the header, so the format is its own and the stream is broken
             # (a truncated FLAC "loses sync"): ffmpeg would only decode the part before the damage.
             raise AudioDecodeError(describe_source(source), _libsndfile_reason(exc, source)) from None
-        info = _ffprobe(source)  # a clear reason (no audio stream, not media) before pydub's own errors
-        if offset_s >= info.duration_s + TRUNCATION_TOLERANCE_S:
-            raise AudioDecodeError(describe_source(source), _past_the_end(offset_s, info.duration_s))
+        if offset_s > 0:  # the header's length first: a start past the end is named as such
+            info = _ffprobe(source)
+            if offset_s >= info.duration_s + TRUNCATION_TOLERANCE_S:
+                raise AudioDecodeError(describe_source(source), _past_the_end(offset_s, info.duration_s))
         if duration_s is not None and duration_s > 1e7:
             duration_s = None  # to the end: ffmpeg refuses a -t of 1e308 s
-        segment = _pydub_segment(source, offset_s=offset_s, duration_s=duration_s)
+        try:
+            segment = _pydub_segment(source, offset_s=offset_s, duration_s=duration_s)
+        except AudioDecodeError:
+            _ffprobe(source)  # a clearer reason (no audio stream, not media) than pydub's, when there is one
+            raise
         data = _segment_to_array(segment)
         native_sr = int(segment.frame_rate)
 
