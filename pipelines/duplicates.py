@@ -27,7 +27,7 @@ from soundalike_pipelines.fingerprints import fingerprint_settings, load_fingerp
 from soundalike_pipelines.schemas import DUPLICATES
 from soundalike_pipelines.session import ensure_tables, get_spark
 from soundalike_pipelines.summary import StageSummary
-from soundalike_pipelines.writes import delete_where_key_in, upsert
+from soundalike_pipelines.writes import delete_where_key_in, unreadable_paths, upsert
 
 _ROW = "track_a string, track_b string, path_a string, path_b string, kind string, score double, " \
        "coverage double, offset_s double, evidence string"
@@ -63,8 +63,7 @@ def run_duplicates(cfg: Config, spark: SparkSession | None = None, *, progress: 
     paths: dict[str, list[str]] = {}
     for r in spark.table(cfg.tables.name("tracks")).select("track_id", "path").collect():
         paths.setdefault(r["track_id"], []).append(r["path"])
-    unreadable = {r["path"] for r in spark.table(cfg.tables.name("ingest_errors")).where("stage = 'ingest'")
-                  .select("path").collect()}
+    unreadable = {r["path"] for r in unreadable_paths(spark, cfg).collect()}
     # A readable copy first, where a track has one.
     first = {t: min(p, key=lambda path: (path in unreadable, path)) for t, p in paths.items()}
 

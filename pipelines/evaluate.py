@@ -26,6 +26,7 @@ from soundalike.search import Searcher
 from soundalike_pipelines.index_build import _latest_index_run, _tmp_root
 from soundalike_pipelines.session import ensure_tables, get_spark
 from soundalike_pipelines.summary import StageSummary
+from soundalike_pipelines.writes import unreadable_paths
 
 EVAL_TAG = "soundalike.evaluation"
 NOTE_TAG = "soundalike.evaluation.note"
@@ -45,8 +46,7 @@ def eval_tracks(spark: SparkSession, cfg: Config) -> list[EvalTrack]:
     rows = spark.table(cfg.tables.name("tracks")).select("track_id", "path", "duration_s", "metadata").collect()
     # A stored file that became unreadable keeps its clips in the index, but no excerpt can be cut
     # from it: left out (another copy of the same bytes stands in for it).
-    unreadable = {r["path"] for r in spark.table(cfg.tables.name("ingest_errors")).where("stage = 'ingest'")
-                  .select("path").collect()}
+    unreadable = {r["path"] for r in unreadable_paths(spark, cfg).collect()}
     seen = {}
     for r in sorted((r for r in rows if r["path"] not in unreadable), key=lambda r: r["path"]):
         meta = json.loads(r["metadata"]) if r["metadata"] else {}

@@ -16,6 +16,7 @@ from soundalike_pipelines.index_build import run_index, run_register
 from soundalike_pipelines.ingest import run_ingest
 from soundalike_pipelines.lock import pipeline_lock
 from soundalike_pipelines.session import get_spark
+from soundalike_pipelines.writes import unreadable_paths
 
 #: The stages of a catalogue refresh, in order. The bundle's job uses the same order.
 STAGES: dict[str, Callable[[Config, SparkSession], object]] = {
@@ -102,7 +103,7 @@ def catalogue_status(cfg: Config, spark: SparkSession, *, show: int = 50) -> dic
     errors = (spark.table(cfg.tables.name("ingest_errors"))
               .select("path", "stage", "error_class", "message").orderBy("path", "stage").collect())
     # A file that became unreadable keeps its stored clips, but it is quarantined, not good.
-    unreadable = spark.table(cfg.tables.name("ingest_errors")).where(F.col("stage") == "ingest").select("path")
+    unreadable = unreadable_paths(spark, cfg)
     good = (tracks.join(clips.select("track_id").distinct(), "track_id").select("path").distinct()
             .join(unreadable, "path", "left_anti").count())
     kinds = {}

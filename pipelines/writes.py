@@ -104,6 +104,12 @@ def record_errors(
     return n_bad
 
 
+def unreadable_paths(spark: SparkSession, cfg: Config) -> DataFrame:
+    """Paths (one column, ``path``) whose file the last ingest could not read: a stored track
+    whose file became unreadable keeps its rows, and the later stages leave these paths out."""
+    return spark.table(cfg.tables.name("ingest_errors")).where(F.col("stage") == "ingest").select("path")
+
+
 def forget_errors(spark: SparkSession, cfg: Config, paths: DataFrame, *, stage: str) -> None:
     """Delete the ``stage`` errors of ``paths`` (a frame with a path column) from ``ingest_errors``."""
     name = cfg.tables.name("ingest_errors")
