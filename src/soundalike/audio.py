@@ -421,23 +421,11 @@ def _ffprobe(source: AudioSource) -> AudioInfo:
     AudioDecodeError
         ffprobe is missing, the input is not a media file, or it holds no (usable) audio stream.
     """
-    import json
-    import subprocess
-
     name = describe_source(source)
     if shutil.which("ffprobe") is None:
         raise AudioDecodeError(name, _no_ffmpeg_reason(source, "ffprobe"))
-    target, data = _ffmpeg_input(source)
-    cmd = ["ffprobe", "-v", "error", "-show_entries",
-           "stream=codec_type,sample_rate,channels,duration:format=duration,format_name",
-           "-of", "json", "-i", target]
-    done = subprocess.run(cmd, input=data, capture_output=True, stdin=None if data is not None else subprocess.DEVNULL)
-    if done.returncode != 0:
-        raise AudioDecodeError(name, f"not a readable audio file ({_ffmpeg_message(done.stderr)})")
-    try:
-        answer = json.loads(done.stdout or b"{}")
-    except ValueError:
-        raise AudioDecodeError(name, "not a readable audio file (ffprobe could not describe it)") from None
+    answer = _run_ffprobe(source, ["-show_entries",
+                                   "stream=codec_type,sample_rate,channels,duration:format=duration,format_name"])
     streams = [s for s in answer.get("streams", []) if s.get("codec_type") == "audio"]
     if not streams:
         others = sorted({str(s.get("codec_type")) for s in answer.get("streams", []) if s.get("codec_type")})
@@ -454,7 +442,7 @@ def _ffprobe(source: AudioSource) -> AudioInfo:
         # A raw ADTS stream has no length in its header: ffprobe's guess from the first frames'
         # bitrate was 31x off on a 300 s file. Counting its packets (1024 samples each) reads the
         # stream without decoding it.
-        duration_s = _aac_packets(target, data, name) * 1024.0 / sr
+        duration_s = _aac_packets(source) * 1024.0 / sr
     if duration_s is None or not duration_s > 0:
         # No length in the header (some raw streams): only a decode can tell.
         segment = _pydub_segment(source, offset_s=0.0, duration_s=None)
@@ -470,18 +458,35 @@ def _ffprobe(source: AudioSource) -> AudioInfo:
     )
 
 
-def _aac_packets(target: str, data: bytes | None, name: str) -> int:
-    """How many packets ffprobe's demuxer reads from the first audio stream (nothing decoded)."""
+def _run_ffprobe(source: AudioSource, entries: list[str]) -> dict:
+    """ffprobe's JSON answer about ``source`` for ``entries`` (its arguments before ``-of``).
+
+    Raises
+    ------
+    AudioDecodeError
+        ffprobe failed (its last error line is the reason) or gave no JSON.
+    """
     import json
     import subprocess
 
-    cmd = ["ffprobe", "-v", "error", "-count_packets", "-select_streams", "a:0",
-           "-show_entries", "stream=nb_read_packets", "-of", "json", "-i", target]
+    target, data = _ffmpeg_input(source)
+    cmd = ["ffprobe", "-v", "error", *entries, "-of", "json", "-i", target]
     done = subprocess.run(cmd, input=data, capture_output=True, stdin=None if data is not None else subprocess.DEVNULL)
+    if done.returncode != 0:
+        raise AudioDecodeError(describe_source(source), f"not a readable audio file ({_ffmpeg_message(done.stderr)})")
     try:
-        return int(json.loads(done.stdout or b"{}")["streams"][0]["nb_read_packets"])
+        return json.loads(done.stdout or b"{}")
+    except ValueError:
+        raise AudioDecodeError(describe_source(source), "not a readable audio file (ffprobe could not describe it)") from None
+
+
+def _aac_packets(source: AudioSource) -> int:
+    """How many packets ffprobe's demuxer reads from the first audio stream (nothing decoded)."""
+    answer = _run_ffprobe(source, ["-count_packets", "-select_streams", "a:0", "-show_entries", "stream=nb_read_packets"])
+    try:
+        return int(answer["streams"][0]["nb_read_packets"])
     except (ValueError, KeyError, IndexError, TypeError):
-        raise AudioDecodeError(name, f"not a readable audio file ({_ffmpeg_message(done.stderr)})") from None
+        raise AudioDecodeError(describe_source(source), "not a readable audio file (ffprobe counted no audio packets)") from None
 
 
 def _number(value) -> float | None:
