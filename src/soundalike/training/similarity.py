@@ -197,6 +197,12 @@ class Pairs:
         return int(self.reference.shape[0])
 
 
+def min_tracks_for_pairs(n_positive: int, n_negative: int) -> int:
+    """The fewest training tracks :func:`draw_pairs` can draw from: each track needs
+    ``n_positive - 1`` similar and ``n_negative`` dissimilar partners from disjoint pools."""
+    return 2 * max(n_positive - 1, n_negative) + 1
+
+
 def draw_pairs(
     sim: np.ndarray,
     *,
@@ -237,7 +243,7 @@ def draw_pairs(
     n = sim.shape[0]
     k = min(pool, (n - 1) // 2)
     if k < max(n_positive - 1, n_negative):
-        need = 2 * max(n_positive - 1, n_negative) + 1
+        need = min_tracks_for_pairs(n_positive, n_negative)
         raise ParameterError(
             f"{n} training tracks are too few for {n_positive - 1} similar and {n_negative} dissimilar "
             f"partners per track from disjoint pools; need at least {need} tracks with metadata"

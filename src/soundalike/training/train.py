@@ -61,7 +61,8 @@ from soundalike.training.model import (
     save_branch,
     triplet_loss,
 )
-from soundalike.training.similarity import SimilarityWeights, draw_pairs, similarity_matrix, triplets
+from soundalike.training.similarity import (SimilarityWeights, draw_pairs, min_tracks_for_pairs, similarity_matrix,
+                                             triplets)
 
 Echo = Callable[[str], None]
 
@@ -460,8 +461,7 @@ def _check_heldout(tracks: Sequence[LabelledTrack], held_idx: np.ndarray, t) -> 
 def _check_enough_training_tracks(n_train: int, *, n_tracks: int, n_heldout: int, t, n_without_clips: int = 0,
                                   clips=None) -> None:
     """Refuse, before training, too few training tracks for the pair rule, saying why and what would do."""
-    partners = max(t.n_positive - 1, t.n_negative)
-    need = 2 * partners + 1  # disjoint pools of `partners` most and least similar other tracks
+    need = min_tracks_for_pairs(t.n_positive, t.n_negative)
     if n_train >= need:
         return
     if n_train == 0 and n_without_clips:
