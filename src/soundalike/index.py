@@ -61,7 +61,8 @@ def choose_factory(n_vectors: int, dim: int, params: IndexConfig = IndexConfig()
 def factory_error(factory: str, dim: int) -> str | None:
     """Why faiss cannot build ``factory`` for ``dim``-dimensional vectors, or ``None`` if it can.
 
-    Builds the empty index (no training, no vectors): cheap for any factory string.
+    Builds the empty index (no training, no vectors); a PQ with many bits per code still
+    allocates its codebook here (``PQ…x16`` at 225 dims: about 60 MB, freed at once).
     """
     import faiss
 
