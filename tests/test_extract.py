@@ -57,7 +57,9 @@ def test_extract_track_gives_what_the_separate_calls_give(track, options):
     np.testing.assert_array_equal(got.is_silent, flags.is_silent)
     np.testing.assert_array_equal(got.is_noise, flags.is_noise)
     np.testing.assert_allclose(got.rms_db, flags.rms_db, atol=1e-4)
-    np.testing.assert_array_equal(got.vectors, vectors)
+    # Not bit for bit: BLAS and FFT kernels may pick another code path for another batch shape
+    # (on an AMD EPYC the 1-clip batch differs from the 3-clip one by ~1e-7).
+    np.testing.assert_allclose(got.vectors, vectors, rtol=1e-5, atol=1e-6)
     # Melody, then melody-silence-hiss: indexable; the last clip (7 s of hiss, padded) is noise.
     np.testing.assert_array_equal(got.indexable, [True, True, False])
 
@@ -66,8 +68,8 @@ def test_batch_size_does_not_change_the_result(track):
     embedder = create_embedder(EmbedderConfig(name="mel", device="cpu"), clip_s=CFG.clip_s)
     one = extract_track(track, embedder, CFG, batch_size=1)
     all_at_once = extract_track(track, embedder, CFG, batch_size=32)
-    np.testing.assert_array_equal(one.vectors, all_at_once.vectors)
-    np.testing.assert_array_equal(one.rms_db, all_at_once.rms_db)
+    np.testing.assert_allclose(one.vectors, all_at_once.vectors, rtol=1e-5, atol=1e-6)  # see above
+    np.testing.assert_allclose(one.rms_db, all_at_once.rms_db, rtol=1e-6, atol=1e-5)
     np.testing.assert_array_equal(one.is_noise, all_at_once.is_noise)
 
 
