@@ -39,6 +39,12 @@ def test_votes_and_similarity_are_fused_as_the_reference_method():
     assert b.evidence[0].distance == pytest.approx(0.2)
 
 
+def test_a_similarity_rounded_above_one_is_distance_zero_not_minus_zero():
+    q, sims, tids, starts, idx = neighbours([[("a", 1.0000001, 0.0)]])
+    match = fuse(q, sims, tids, starts, idx, vote_weight=0.2)[0].evidence[0]
+    assert match.distance == 0.0 and f"{match.distance:.3f}" == "0.000"
+
+
 def test_vote_weight_one_ranks_by_votes_only():
     q, sims, tids, starts, idx = neighbours([[("a", 0.99, 0), ("b", 0.1, 0)], [("b", 0.1, 10)]])
     assert fuse(q, sims, tids, starts, idx, vote_weight=1.0)[0].track_id == "b"

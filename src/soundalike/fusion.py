@@ -34,8 +34,9 @@ class Match:
 
     @property
     def distance(self) -> float:
-        """Cosine distance, ``1 - similarity``."""
-        return 1.0 - self.similarity
+        """Cosine distance, ``1 - similarity``, never below 0 (float32 inner products of unit
+        vectors can exceed 1 by a rounding step; a clip matching itself would read ``-0.000``)."""
+        return max(0.0, 1.0 - self.similarity)
 
 
 @dataclass(frozen=True)
