@@ -435,6 +435,14 @@ def test_an_output_dir_that_is_a_file_is_refused_before_training(pairs_catalogue
     assert code == 2 and "epoch" not in out and "cannot create training.output_dir" in err
 
 
+def test_a_refused_run_leaves_no_output_dir_behind(pairs_catalogue, tmp_path, capsys):
+    out_dir = tmp_path / "fresh" / "model"
+    code, out, err = _run(_train(pairs_catalogue, tmp_path / "w", "--output-dir", str(out_dir),
+                                 "--set", "training.base_embedder=nope"), capsys)
+    assert code == 2 and "training.base_embedder 'nope' is not an embedder" in err
+    assert not (tmp_path / "fresh").exists()
+
+
 def test_base_embedder_errors_name_the_settings_it_reads(pairs_catalogue, tmp_path, capsys):
     code, _, err = _run(_train(pairs_catalogue, tmp_path / "w", "--set", "training.base_embedder=wav2vec2",
                                "--set", f"embedder.weights_path={tmp_path}"), capsys)

@@ -425,18 +425,25 @@ def _absolute(path: str | None) -> str | None:
 
 
 def _usable_output_dir(cfg: Config) -> Path:
-    """``training.output_dir`` (default ``<workdir>/models/siamese``), created; refused if it cannot hold the model."""
+    """``training.output_dir`` (default ``<workdir>/models/siamese``), refused if it cannot hold the model.
+
+    Checked, not created: a run refused later (no metadata, too few tracks) leaves nothing
+    behind; :func:`save_branch` creates it. Where it does not exist yet, its nearest existing
+    ancestor must be a writable directory.
+    """
     t = cfg.training
     out_dir = Path(t.output_dir).expanduser() if t.output_dir else cfg.workpath("models", "siamese")
     if out_dir.exists() and not out_dir.is_dir():
         raise ConfigError(f"training.output_dir {out_dir} is a file, not a directory; choose another --output-dir")
-    try:
-        out_dir.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise ConfigError(f"cannot create training.output_dir {out_dir}: {exc.strerror or exc}; "
-                          "choose another --output-dir") from None
-    if not os.access(out_dir, os.W_OK | os.X_OK):
-        raise ConfigError(f"training.output_dir {out_dir} is not writable; choose another --output-dir")
+    existing = out_dir
+    while not existing.exists() and existing.parent != existing:
+        existing = existing.parent
+    if not existing.is_dir():
+        raise ConfigError(f"cannot create training.output_dir {out_dir}: {existing} is a file, not a directory; "
+                          "choose another --output-dir")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        where = "" if existing == out_dir else f" ({existing} is not)"
+        raise ConfigError(f"training.output_dir {out_dir} is not writable{where}; choose another --output-dir")
     return out_dir
 
 
