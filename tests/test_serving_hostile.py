@@ -122,6 +122,8 @@ def test_paths_are_confined_to_the_allowed_root_and_disabled_by_default(register
 def _requests(rng: random.Random, good: bytes, limit: int) -> list[tuple[bytes, str]]:
     """(body, kind) pairs: junk of every shape, plus real queries."""
     b64 = lambda b: base64.b64encode(b).decode()  # noqa: E731
+    # One over-limit body, shared: ~200 copies of a 67 MB string held the test process at 15 GB.
+    huge = json.dumps({"dataframe_records": [{"audio_b64": "A" * (limit * 4 // 3 + 400)}]}).encode()
     out = []
     for i in range(2000):
         kind = rng.choice(["bytes", "b64", "json", "columns", "params", "huge", "empty", "text", "good", "split"])
@@ -141,7 +143,7 @@ def _requests(rng: random.Random, good: bytes, limit: int) -> list[tuple[bytes, 
                                "params": {rng.choice(["max_results", "top_k_per_chunk", "vote_weight"]):
                                           rng.choice([0, -5, 10**9, 1e300, "x", None, [1]])}}).encode()
         elif kind == "huge":
-            body = json.dumps({"dataframe_records": [{"audio_b64": "A" * (limit * 4 // 3 + 400)}]}).encode()
+            body = huge
         elif kind == "empty":
             body = b""
         elif kind == "text":
