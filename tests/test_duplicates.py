@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import itertools
 import json
@@ -11,9 +12,10 @@ import numpy as np
 import pytest
 import soundfile as sf
 
+from soundalike import degrade
 from soundalike.audio import load_audio
 from soundalike.config import DuplicatesConfig, FingerprintConfig
-from soundalike.duplicates import (_cap_runs, _hold_notes, exact_pairs, find_pairs, pitch_sequence, report,
+from soundalike.duplicates import (_cap_runs, _hold_notes, compare_track, exact_pairs, find_pairs, pitch_sequence, report,
                                   symmetric_version_score, version_score)
 from soundalike.fingerprint import FingerprintIndex, fingerprint_wave
 from soundalike.sample import METADATA_FILENAME, generate_catalogue, load_metadata, synthesize_track
@@ -245,6 +247,48 @@ def test_a_gain_changed_fade_edit_of_real_audio_is_contained_with_its_offset(tmp
     (pair,) = find_pairs(index, pitch, new_ids=["edit"], cfg=DuplicatesConfig(), load_wave=waves.__getitem__)
     assert (pair.kind, pair.track_a, pair.track_b) == ("contained", "album", "edit")
     assert pair.offset_s == pytest.approx(6.4, abs=0.1)
+
+
+def test_a_64_kbps_mp3_copy_of_a_loop_is_a_re_encode_at_the_start_not_contained_a_bar_away(tmp_path):
+    # A funk loop (bass_groove, 121.6 bpm) and its 64 kbit/s MP3: the landmarks vote most for
+    # the copy 7.84 s (four bars) away, where the loop repeats, and the coded copy sounds only
+    # a little better at its true offset (aligned similarity 0.71 against 0.69 four bars away).
+    wave = synthesize_track("bass_groove", duration_s=31.9, sample_rate_hz=22050, seed=1499600849,
+                            tempo_bpm=121.6, key="F# major")
+    sf.write(tmp_path / "groove.flac", wave, 22050)
+    (tmp_path / "groove_64k.mp3").write_bytes(degrade.encode(wave, 22050, "mp3", kbps=64))
+    paths = {"groove": [tmp_path / "groove.flac"], "groove_64k": [tmp_path / "groove_64k.mp3"]}
+    index, pitch, waves = analyse(paths)
+    cfg = DuplicatesConfig()
+    (candidate,) = compare_track(index, 0, cfg)
+    assert (candidate.kind, candidate.track_a, candidate.track_b) == ("contained", "groove_64k", "groove")
+    assert abs(candidate.offset_s) > 7.0  # what the landmarks say
+    (pair,) = find_pairs(index, pitch, new_ids=list(paths), cfg=cfg, load_wave=waves.__getitem__)
+    assert (pair.kind, pair.track_a, pair.track_b) == ("re-encode", "groove", "groove_64k")
+    assert abs(pair.offset_s) <= 0.1  # the encoder's delay
+    (evidence,) = pair.evidence
+    # The landmarks' offset, told in this pair's a/b orientation: where b starts inside a.
+    assert evidence["landmark_offset_s"] == pytest.approx(-candidate.offset_s, abs=0.01) and evidence["aligned_similarity"] >= cfg.min_aligned_similarity
+
+
+def test_two_pads_holding_the_same_chords_at_other_tempos_are_not_duplicates(tmp_path):
+    # Two unrelated ambient pads of the generated catalogues (the demo's track_007 and the
+    # 40-track catalogue's track_038): F major, the same chord progression, 64.8 and 61.5 bpm.
+    # Held chords match at every offset; some offset gathers enough hits by chance, and the
+    # spectra there correlate (0.69) as a 64 kbit/s MP3 copy's do. Only the peak share tells.
+    for name, seed, tempo, seconds in (("pad_a", 1776774048, 64.8, 60.0), ("pad_b", 1860011158, 61.5, 44.5)):
+        wave = synthesize_track("ambient_pad", duration_s=seconds, sample_rate_hz=22050, seed=seed,
+                                tempo_bpm=tempo, key="F major")
+        sf.write(tmp_path / f"{name}.flac", wave, 22050)
+    paths = {"pad_a": [tmp_path / "pad_a.flac"], "pad_b": [tmp_path / "pad_b.flac"]}
+    index, pitch, waves = analyse(paths)
+    # Versions aside: as a version this pair passes (4.66 / 1.17, a known false version of two
+    # melody-less pads on one progression; BENCHMARKS.md, the pooled catalogue).
+    cfg = DuplicatesConfig(versions=False)
+    assert find_pairs(index, pitch, new_ids=list(paths), cfg=cfg, load_wave=waves.__getitem__) == []
+    without = dataclasses.replace(cfg, min_peak_share=0.0)
+    (pair,) = find_pairs(index, pitch, new_ids=list(paths), cfg=without, load_wave=waves.__getitem__)
+    assert pair.kind == "contained"  # what the landmarks and the spectra alone say
 
 
 def test_report_counts_kinds_and_shows_offsets(planted):

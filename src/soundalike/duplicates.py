@@ -385,14 +385,14 @@ def compare_track(index: FingerprintIndex, row: int, cfg: DuplicatesConfig, *,
                   exclude_rows: Iterable[int] = ()) -> list[DuplicatePair]:
     """Duplicate pairs of the catalogue track at ``row`` with every other track of ``index``."""
     fp = index.track_fingerprint(row)
-    rows, offsets, hits, _, anchors = index.votes(fp, exclude_rows=[row, *exclude_rows],
-                                               anchors_min_hits=cfg.min_aligned_hits)
+    rows, offsets, hits, totals, anchors = index.votes(fp, exclude_rows=[row, *exclude_rows],
+                                                    anchors_min_hits=cfg.min_aligned_hits)
     frame_s = frame_seconds(index.cfg)
     out = []
     tid = str(index.track_ids[row])
     dur = float(index.durations_s[row])
-    for other, off, h, anc in zip(rows, offsets, hits, anchors):
-        if h < cfg.min_aligned_hits:
+    for other, off, h, total, anc in zip(rows, offsets, hits, totals, anchors):
+        if h < cfg.min_aligned_hits or h < cfg.min_peak_share * total:
             continue
         odur = float(index.durations_s[other])
         # The query is this track; off = t_other - t_this: where this track starts inside the other.
@@ -471,24 +471,48 @@ def _verify(index: FingerprintIndex, p: DuplicatePair, load_wave, cfg: Duplicate
     """Check a landmark candidate by ear: its aligned similarity at the best of the top-voted offsets.
 
     Loop-based music aligns with itself a bar away almost as well as at the true offset; the
-    spectra tell the offsets apart. The pair's offset becomes the best-sounding one.
+    spectra tell the offsets apart. The pair's offset becomes the best-sounding one. Two tracks
+    of the same length that sound as good at the start as a bar away are a copy at the start (a
+    low-bitrate MP3 copy of a loop sounds only a little better at its true offset than a bar
+    away), and a ``contained`` candidate placed there becomes a ``re-encode``.
     """
     wave_a, wave_b = load_wave(p.track_a), load_wave(p.track_b)
     if wave_a is None or wave_b is None:  # a file unreadable now: it cannot be checked, so no pair
         return p, float("-inf")
     row_of = {str(t): i for i, t in enumerate(index.track_ids)}
+    tolerance = cfg.same_length_tolerance_s
+    same_length = abs(float(index.durations_s[row_of[p.track_a]]) - float(index.durations_s[row_of[p.track_b]])) <= tolerance
     fp_b = index.track_fingerprint(row_of[p.track_b])
     offsets = index.offsets(fp_b, row_of[p.track_a], k=cfg.offset_candidates) or [(p.offset_s, 0)]
     if p.kind == "re-encode":
-        offsets = [(o, h) for o, h in offsets if abs(o) <= cfg.same_length_tolerance_s] or [(p.offset_s, 0)]
+        offsets = [(o, h) for o, h in offsets if abs(o) <= tolerance] or [(p.offset_s, 0)]
     scored = [(aligned_similarity(wave_a, wave_b, o, index), h, o) for o, h in offsets]
     best = max(s for s, _, _ in scored)
-    # Exact loops sound the same a bar away too: among offsets that sound as good, most landmarks wins.
-    sim, _, offset = max(((s, h, o) for s, h, o in scored if s >= best - 0.03), key=lambda x: (x[1], x[0]))
+    # Exact loops sound the same a bar away too: among offsets that sound as good, the start
+    # (tracks of one length) or else the one with most landmarks wins.
+    good = [(s, h, o) for s, h, o in scored if s >= best - 0.03]
+    at_start = [x for x in good if abs(x[2]) <= tolerance] if same_length else []
+    sim, _, offset = max(at_start or good, key=lambda x: (x[1], x[0]))
     evidence = ({"aligned_similarity": round(sim, 4)},) + tuple(p.evidence)
     if abs(offset - p.offset_s) > 0.5:  # the stretches were counted at the landmark offset
         evidence = ({"aligned_similarity": round(sim, 4), "landmark_offset_s": round(p.offset_s, 3)},)
-    return DuplicatePair(p.track_a, p.track_b, p.kind, p.score, p.coverage, offset, evidence), sim
+    a, b, kind = p.track_a, p.track_b, p.kind
+    if kind == "contained" and same_length and abs(offset) <= tolerance:
+        kind = "re-encode"  # ids in order, as compare_track gives re-encodes
+        if b < a:
+            a, b, offset = b, a, -offset
+            evidence = tuple(_swapped(e) for e in evidence)
+    return DuplicatePair(a, b, kind, p.score, p.coverage, offset, evidence), sim
+
+
+def _swapped(evidence: dict) -> dict:
+    """One evidence entry with tracks a and b swapped (times exchanged, offsets negated)."""
+    out = dict(evidence)
+    if "a_s" in out:
+        out["a_s"], out["b_s"] = evidence["b_s"], evidence["a_s"]
+    if "landmark_offset_s" in out:
+        out["landmark_offset_s"] = -evidence["landmark_offset_s"]
+    return out
 
 
 def find_pairs(index: FingerprintIndex, pitch: Mapping[str, np.ndarray], *, new_ids: Iterable[str],
