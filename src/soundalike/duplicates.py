@@ -408,9 +408,8 @@ def compare_track(index: FingerprintIndex, row: int, cfg: DuplicatesConfig, *,
         if score < cfg.min_score:
             continue
         offset_s = float(off) * frame_s
-        same_length = abs(dur - odur) <= cfg.same_length_tolerance_s and abs(offset_s) <= cfg.same_length_tolerance_s
         otid = str(index.track_ids[other])
-        if same_length:
+        if _at_start(dur, odur, offset_s, cfg):
             a, b, offset = (tid, otid, offset_s) if tid < otid else (otid, tid, -offset_s)
             kind = "re-encode"
         elif odur >= dur:  # this (shorter) track is inside the other, starting at offset_s
@@ -420,6 +419,12 @@ def compare_track(index: FingerprintIndex, row: int, cfg: DuplicatesConfig, *,
         evidence = _stretches(anc * frame_s, offset_s, a == tid, cfg)
         out.append(DuplicatePair(a, b, kind, score, coverage, offset, evidence))
     return out
+
+
+def _at_start(dur_a: float, dur_b: float, offset_s: float, cfg: DuplicatesConfig) -> bool:
+    """Two tracks of one length aligned at the start: a ``re-encode`` (else one contains the other)."""
+    tolerance = cfg.same_length_tolerance_s
+    return abs(dur_a - dur_b) <= tolerance and abs(offset_s) <= tolerance
 
 
 def _stretches(query_times_s: np.ndarray, offset_s: float, query_is_a: bool, cfg: DuplicatesConfig) -> tuple:
@@ -480,24 +485,23 @@ def _verify(index: FingerprintIndex, p: DuplicatePair, load_wave, cfg: Duplicate
     if wave_a is None or wave_b is None:  # a file unreadable now: it cannot be checked, so no pair
         return p, float("-inf")
     row_of = {str(t): i for i, t in enumerate(index.track_ids)}
-    tolerance = cfg.same_length_tolerance_s
-    same_length = abs(float(index.durations_s[row_of[p.track_a]]) - float(index.durations_s[row_of[p.track_b]])) <= tolerance
+    durations = (float(index.durations_s[row_of[p.track_a]]), float(index.durations_s[row_of[p.track_b]]))
     fp_b = index.track_fingerprint(row_of[p.track_b])
     offsets = index.offsets(fp_b, row_of[p.track_a], k=cfg.offset_candidates) or [(p.offset_s, 0)]
     if p.kind == "re-encode":
-        offsets = [(o, h) for o, h in offsets if abs(o) <= tolerance] or [(p.offset_s, 0)]
+        offsets = [(o, h) for o, h in offsets if abs(o) <= cfg.same_length_tolerance_s] or [(p.offset_s, 0)]
     scored = [(aligned_similarity(wave_a, wave_b, o, index), h, o) for o, h in offsets]
     best = max(s for s, _, _ in scored)
     # Exact loops sound the same a bar away too: among offsets that sound as good, the start
     # (tracks of one length) or else the one with most landmarks wins.
     good = [(s, h, o) for s, h, o in scored if s >= best - 0.03]
-    at_start = [x for x in good if abs(x[2]) <= tolerance] if same_length else []
+    at_start = [x for x in good if _at_start(*durations, x[2], cfg)]
     sim, _, offset = max(at_start or good, key=lambda x: (x[1], x[0]))
     evidence = ({"aligned_similarity": round(sim, 4)},) + tuple(p.evidence)
     if abs(offset - p.offset_s) > 0.5:  # the stretches were counted at the landmark offset
         evidence = ({"aligned_similarity": round(sim, 4), "landmark_offset_s": round(p.offset_s, 3)},)
     a, b, kind = p.track_a, p.track_b, p.kind
-    if kind == "contained" and same_length and abs(offset) <= tolerance:
+    if kind == "contained" and _at_start(*durations, offset, cfg):
         kind = "re-encode"  # ids in order, as compare_track gives re-encodes
         if b < a:
             a, b, offset = b, a, -offset
