@@ -93,10 +93,9 @@ def run_catalogue(name: str, parts: list[tuple[list, dict, dict]], cfg: Duplicat
 
     by_key = {frozenset((p.track_a, p.track_b)): p for p in pairs}
     found = exact = 0
-    truth, takes, style = set(), set(), {}
+    truth, takes = set(), set()
     for part, id_of, _ in parts:
         for t in part:
-            style[id_of[t.file]] = t.style
             if not t.planted:
                 continue
             pair = frozenset((id_of[t.planted["of"]], id_of[t.file]))
@@ -115,18 +114,18 @@ def run_catalogue(name: str, parts: list[tuple[list, dict, dict]], cfg: Duplicat
     unrelated = [symmetric_version_score(pitch[a], pitch[b], cfg)[:2] for a, b in itertools.combinations(sorted(pitch), 2)
                  if frozenset((a, b)) not in takes and frozenset((a, b)) not in truth]
     wrong = [p for p in versions if frozenset((p.track_a, p.track_b)) not in takes]
+    false_duplicates = [p for p in pairs if p.kind in DUPLICATE_KINDS and frozenset((p.track_a, p.track_b)) not in truth]
     return {
         "catalogue": name,
         "distinct": len(paths),
         "duplicates_found": found + exact,
         "duplicates_planted": sum(1 for t in tracks if t.planted),
-        "false_duplicates": sum(1 for p in pairs if p.kind in DUPLICATE_KINDS and frozenset((p.track_a, p.track_b)) not in truth),
+        "false_duplicates": len(false_duplicates),
         "versions_found": sum(1 for p in versions if frozenset((p.track_a, p.track_b)) in takes),
         "versions_planted": len(takes),
         "unrelated_versions": len(wrong),
         "false_duplicate_detail": [(_label(paths, p.track_a), _label(paths, p.track_b), p.kind, round(p.score, 3))
-                                   for p in pairs if p.kind in DUPLICATE_KINDS
-                                   and frozenset((p.track_a, p.track_b)) not in truth],
+                                   for p in false_duplicates],
         "unrelated_max_significance": round(max((u[0] for u in unrelated), default=0.0), 2),
         "unrelated_max_above_chance": round(max((u[1] for u in unrelated), default=-np.inf), 2),
         "unrelated_detail": [(_label(paths, p.track_a), _label(paths, p.track_b), _significance(p)) for p in wrong],
