@@ -11,10 +11,12 @@ sidecar (``planted``, ``motif_id``), which the pairing never sees. Per catalogue
 - planted duplicates found with their kind (and, for ``contained``, the offset within 0.5 s);
 - false duplicates (a ``re-encode``/``contained`` pair that was not planted);
 - alternate-take pairs (same ``motif_id``) found as ``version`` / planted, with their
-  significance/above_chance (``symmetric_version_score``: both ways, the weaker; thresholds
-  ``version_min_significance``, ``version_min_above_chance``);
+  significance/above_chance/melody share (``symmetric_version_score``: both ways, the weaker;
+  thresholds ``version_min_significance``, ``version_min_above_chance``,
+  ``version_min_melody_share``);
 - unrelated pairs reported as ``version``, and the highest significance and above_chance of any
-  unrelated pair (the margins under the thresholds);
+  unrelated pair (the margins under the thresholds), and the unrelated pairs that pass the first
+  two thresholds and are stopped only by the melody share;
 - per-track cost: pitch sequence (``pitch ms``) and ``find_pairs`` over the catalogue divided by
   the number of distinct tracks (``pairs ms``).
 
@@ -38,7 +40,7 @@ import numpy as np
 
 from soundalike.audio import load_audio
 from soundalike.config import DuplicatesConfig, FingerprintConfig
-from soundalike.duplicates import find_pairs, pitch_sequence, symmetric_version_score
+from soundalike.duplicates import find_pairs, is_version, pitch_sequence, symmetric_version_score
 from soundalike.fingerprint import FingerprintIndex, fingerprint_wave
 from soundalike.sample import METADATA_FILENAME, generate_catalogue, load_metadata
 
@@ -47,8 +49,9 @@ DUPLICATE_KINDS = {"re-encode", "contained"}
 
 
 def _significance(p) -> str:
-    """A version's significance/above_chance, or ``landmarks`` for one found by the landmark check."""
-    return next((f"{e['significance']:.2f}/{e['above_chance']:.2f}" for e in p.evidence if "significance" in e),
+    """A version's significance/above_chance/melody share, or ``landmarks`` for one found by the landmark check."""
+    return next((f"{e['significance']:.2f}/{e['above_chance']:.2f}/{e['melody_share']:.2f}" for e in p.evidence
+                 if "significance" in e),
                 "landmarks")
 
 
@@ -111,8 +114,11 @@ def run_catalogue(name: str, parts: list[tuple[list, dict, dict]], cfg: Duplicat
         takes |= {frozenset((id_of[a], id_of[b])) for a, b in itertools.combinations(motif, 2) if motif[a] == motif[b]}
     versions = [p for p in pairs if p.kind == "version"]
     # The margin: the best significance of any pair that is neither a take nor a planted duplicate.
-    unrelated = [symmetric_version_score(pitch[a], pitch[b], cfg)[:2] for a, b in itertools.combinations(sorted(pitch), 2)
-                 if frozenset((a, b)) not in takes and frozenset((a, b)) not in truth]
+    unrelated = {(a, b): symmetric_version_score(pitch[a], pitch[b], cfg) for a, b in itertools.combinations(sorted(pitch), 2)
+                 if frozenset((a, b)) not in takes and frozenset((a, b)) not in truth}
+    stopped = [(_label(paths, a), _label(paths, b), f"{u[0]:.2f}/{u[1]:.2f}/{u[6]:.2f}") for (a, b), u in unrelated.items()
+               if u[0] >= cfg.version_min_significance and u[1] >= cfg.version_min_above_chance and not is_version(u, cfg)]
+    unrelated = list(unrelated.values())
     wrong = [p for p in versions if frozenset((p.track_a, p.track_b)) not in takes]
     false_duplicates = [p for p in pairs if p.kind in DUPLICATE_KINDS and frozenset((p.track_a, p.track_b)) not in truth]
     return {
@@ -129,6 +135,7 @@ def run_catalogue(name: str, parts: list[tuple[list, dict, dict]], cfg: Duplicat
         "unrelated_max_significance": round(max((u[0] for u in unrelated), default=0.0), 2),
         "unrelated_max_above_chance": round(max((u[1] for u in unrelated), default=-np.inf), 2),
         "unrelated_detail": [(_label(paths, p.track_a), _label(paths, p.track_b), _significance(p)) for p in wrong],
+        "unrelated_stopped_by_melody_share": stopped,
         "take_significance": sorted((_significance(p) for p in versions if frozenset((p.track_a, p.track_b)) in takes),
                                     key=lambda x: float(x.split("/")[0]) if x[0].isdigit() else -1.0),
         "missed_takes": [(_label(paths, a), _label(paths, b)) for a, b in (sorted(k) for k in takes)
@@ -168,6 +175,7 @@ def main(argv=None) -> int:
               f"unrelated versions {r['unrelated_versions']}, pitch {r['pitch_ms_per_track']:.0f} ms/track, "
               f"find_pairs {r['pairs_ms_per_track']:.0f} ms/track")
         for k in ("take_significance", "false_duplicate_detail", "unrelated_max_significance", "unrelated_max_above_chance", "unrelated_detail",
+                  "unrelated_stopped_by_melody_share",
                   "missed_takes"):
             if r.get(k):
                 print(f"{'':>22}{k}: {r[k]}")

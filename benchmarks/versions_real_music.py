@@ -10,8 +10,8 @@ least ``--min-duration`` seconds is decoded at 8 kHz and its pitch sequence take
 ``--workdir`` per ``PITCH_REVISION``); then every pair is scored with
 ``symmetric_version_score`` (``version_score`` both ways, the weaker counts) alone, without
 ``find_pairs``' pitch-profile pre-filter, so this is the worst case. Printed: the pairs that pass
-the significance threshold alone and those that pass the defaults (significance and
-above-chance), with tempo ratio and offset, so they can be checked by ear, and the costs.
+the significance threshold alone and those that pass the defaults (significance, above-chance
+and melody share), with tempo ratio and offset, so they can be checked by ear, and the costs.
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ import soundfile as sf
 
 from soundalike.audio import load_audio
 from soundalike.config import DuplicatesConfig
-from soundalike.duplicates import PITCH_REVISION, pitch_sequence, symmetric_version_score
+from soundalike.duplicates import PITCH_REVISION, is_version, pitch_sequence, symmetric_version_score
 
 SUFFIXES = {".ogg", ".flac", ".wav", ".mp3"}
 
@@ -72,8 +72,9 @@ def main(argv=None) -> int:
     t0 = time.perf_counter()
     rows = []
     for a, b in itertools.combinations(sorted(seqs), 2):
-        sig, above, score, ratio, offset, overlap = symmetric_version_score(seqs[a], seqs[b], cfg)
-        rows.append((sig, above, ratio, offset, a, b))
+        scored = symmetric_version_score(seqs[a], seqs[b], cfg)
+        sig, above, score, ratio, offset, overlap, share = scored
+        rows.append((sig, above, ratio, offset, a, b, share, is_version(scored, cfg)))
     pairs_s = time.perf_counter() - t0
     root = Path(args.roots[0])
     name = lambda p: str(p.relative_to(root)) if p.is_relative_to(root) else str(p)  # noqa: E731
@@ -81,12 +82,14 @@ def main(argv=None) -> int:
     print(f"{len(tracks)} distinct files >= {args.min_duration:g} s ({minutes:.0f} min), {len(rows)} pairs, "
           f"PITCH_REVISION {PITCH_REVISION}")
     sig_only = [r for r in rows if r[0] >= cfg.version_min_significance]
-    passing = [r for r in sig_only if r[1] >= cfg.version_min_above_chance]
+    passing = [r for r in sig_only if r[7]]
     print(f"significance >= {cfg.version_min_significance}: {len(sig_only)} pairs; "
-          f"and above_chance >= {cfg.version_min_above_chance} (defaults): {len(passing)} pairs")
+          f"and above_chance >= {cfg.version_min_above_chance} and melody share >= {cfg.version_min_melody_share} "
+          f"(defaults): {len(passing)} pairs")
     for r in sorted(sig_only, key=lambda r: -r[1]):
         mark = "PASS" if r in passing else "    "
-        print(f"  {mark} significance {r[0]:5.2f} above_chance {r[1]:5.2f} tempo {r[2]:.2f} offset {r[3]:6.1f} s  "
+        print(f"  {mark} significance {r[0]:5.2f} above_chance {r[1]:5.2f} melody share {r[6]:.2f} tempo {r[2]:.2f} "
+              f"offset {r[3]:6.1f} s  "
               f"{name(r[4])}  ~  {name(r[5])}")
     nxt = max((r[1] for r in rows if r not in passing), default=float("nan"))
     print(f"highest above_chance of a pair not passing: {nxt:.2f}")

@@ -102,6 +102,7 @@ def test_config_is_frozen():
         ("duplicates.version_tempo_steps=0", "duplicates.version_tempo_steps must be >= 1"),
         ("duplicates.min_coverage=1.5", "duplicates.min_coverage must be in"),
         ("duplicates.version_tempo_range=[1.4, 0.7]", "duplicates.version_tempo_range must be"),
+        ("duplicates.version_min_melody_share=1.2", "duplicates.version_min_melody_share must be in"),
         ("duplicates.version_min_aligned_similarity=0.9", "duplicates.version_min_aligned_similarity .* must not exceed"),
         ("query.max_results=0", "query.max_results must be >= 1"),
         ("query.vote_weight=1.5", "query.vote_weight must be in"),

@@ -15,8 +15,8 @@ import soundfile as sf
 from soundalike import degrade
 from soundalike.audio import load_audio
 from soundalike.config import DuplicatesConfig, FingerprintConfig
-from soundalike.duplicates import (_cap_runs, _hold_notes, compare_track, exact_pairs, find_pairs, pitch_sequence, report,
-                                  symmetric_version_score, version_score)
+from soundalike.duplicates import (_cap_runs, _hold_notes, compare_track, exact_pairs, find_pairs, is_version,
+                                  pitch_sequence, report, symmetric_version_score, version_score)
 from soundalike.fingerprint import FingerprintIndex, fingerprint_wave
 from soundalike.sample import METADATA_FILENAME, generate_catalogue, load_metadata, synthesize_track
 
@@ -134,6 +134,7 @@ def test_an_alternate_take_is_a_version_and_another_song_in_its_style_is_not(tmp
     assert evidence["tempo_ratio"] == pytest.approx(76.0 / 66.0, abs=0.03)  # b's tempo relative to a's
     assert evidence["significance"] >= DuplicatesConfig().version_min_significance
     assert evidence["above_chance"] >= DuplicatesConfig().version_min_above_chance
+    assert evidence["melody_share"] >= DuplicatesConfig().version_min_melody_share
     assert abs(pairs[0].offset_s) < 0.5  # both melodies enter on beat 9
 
 
@@ -185,9 +186,9 @@ def test_a_lead_plucked_over_plucked_accompaniment_is_a_version_of_its_other_tak
 
     cfg = DuplicatesConfig()
     (a, b) = (sequence(*take, motif) for take in takes)
-    significance, above_chance, _, tempo_ratio, _, _ = symmetric_version_score(a, b, cfg)
-    assert significance >= cfg.version_min_significance and above_chance >= cfg.version_min_above_chance
-    assert tempo_ratio == pytest.approx(takes[1][4] / takes[0][4], abs=0.03)
+    scored = symmetric_version_score(a, b, cfg)
+    assert is_version(scored, cfg)
+    assert scored[3] == pytest.approx(takes[1][4] / takes[0][4], abs=0.03)  # the tempo ratio
     other = sequence(*takes[1][:3], takes[1][3] + 1, *takes[1][4:], None)
     significance, above_chance = symmetric_version_score(a, other, cfg)[:2]
     assert significance < cfg.version_min_significance and above_chance < cfg.version_min_above_chance
@@ -230,7 +231,8 @@ def test_symmetric_version_score_is_the_weaker_way_and_lazy_only_when_failing():
     cfg = DuplicatesConfig()
     ab, ba = version_score(a, b, cfg), version_score(b, a, cfg)
     both = symmetric_version_score(a, b, cfg)
-    assert both[:3] == (min(ab[0], ba[0]), min(ab[1], ba[1]), min(ab[2], ba[2])) and both[3:] == ab[3:]
+    assert both[:3] == (min(ab[0], ba[0]), min(ab[1], ba[1]), min(ab[2], ba[2])) and both[3:6] == ab[3:6]
+    assert both[6] == min(ab[6], ba[6]) and is_version(both, cfg)
     assert symmetric_version_score(a, b, cfg, lazy=True) == both  # a's way passes: the reverse is scored too
     noise = rng.integers(0, 13, 400).astype(np.uint8)
     assert symmetric_version_score(noise, b, cfg, lazy=True) == version_score(noise, b, cfg)  # fails: not scored
@@ -271,7 +273,7 @@ def test_a_64_kbps_mp3_copy_of_a_loop_is_a_re_encode_at_the_start_not_contained_
     assert evidence["landmark_offset_s"] == pytest.approx(-candidate.offset_s, abs=0.01) and evidence["aligned_similarity"] >= cfg.min_aligned_similarity
 
 
-def test_two_pads_holding_the_same_chords_at_other_tempos_are_not_duplicates(tmp_path):
+def test_two_pads_holding_the_same_chords_at_other_tempos_are_neither_duplicates_nor_versions(tmp_path):
     # Two unrelated ambient pads of the generated catalogues (the demo's track_007 and the
     # 40-track catalogue's track_038): F major, the same chord progression, 64.8 and 61.5 bpm.
     # Held chords match at every offset; some offset gathers enough hits by chance, and the
@@ -282,10 +284,17 @@ def test_two_pads_holding_the_same_chords_at_other_tempos_are_not_duplicates(tmp
         sf.write(tmp_path / f"{name}.flac", wave, 22050)
     paths = {"pad_a": [tmp_path / "pad_a.flac"], "pad_b": [tmp_path / "pad_b.flac"]}
     index, pitch, waves = analyse(paths)
-    # Versions aside: as a version this pair passes (4.66 / 1.17, a known false version of two
-    # melody-less pads on one progression; BENCHMARKS.md, the pooled catalogue).
-    cfg = DuplicatesConfig(versions=False)
+    cfg = DuplicatesConfig()
     assert find_pairs(index, pitch, new_ids=list(paths), cfg=cfg, load_wave=waves.__getitem__) == []
+    # Nor a version: their held chords agree as a melody would (significance 4.66, above-chance
+    # 1.17, both over the thresholds), but neither has a lead line: both are pitched together on
+    # only 15 % of the aligned overlap, where a chord changes.
+    scored = symmetric_version_score(pitch["pad_a"], pitch["pad_b"], cfg)
+    assert scored[0] >= cfg.version_min_significance and scored[1] >= cfg.version_min_above_chance
+    assert scored[6] < cfg.version_min_melody_share and not is_version(scored, cfg)
+    any_share = dataclasses.replace(cfg, version_min_melody_share=0.0)
+    (pair,) = find_pairs(index, pitch, new_ids=list(paths), cfg=any_share, load_wave=waves.__getitem__)
+    assert pair.kind == "version" and pair.evidence[0]["melody_share"] == pytest.approx(scored[6], abs=0.01)
     without = dataclasses.replace(cfg, min_peak_share=0.0)
     (pair,) = find_pairs(index, pitch, new_ids=list(paths), cfg=without, load_wave=waves.__getitem__)
     assert pair.kind == "contained"  # what the landmarks and the spectra alone say
@@ -589,7 +598,7 @@ def test_the_demo_catalogues_ambient_pads_are_not_versions_and_its_takes_are(tmp
     versions at version_min_above_chance 0.0; its two alternate-take pairs stand at 7-8."""
     from soundalike.audio import load_audio
     from soundalike.config import DuplicatesConfig
-    from soundalike.duplicates import pitch_sequence, symmetric_version_score
+    from soundalike.duplicates import is_version, pitch_sequence, symmetric_version_score
 
     root = tmp_path / "demo"
     tracks = {t.file: t for t in generate_catalogue(root, n_tracks=24, seed=0, progress=False)}
@@ -597,8 +606,7 @@ def test_the_demo_catalogues_ambient_pads_are_not_versions_and_its_takes_are(tmp
 
     def passes(a: str, b: str) -> bool:
         sa, sb = (pitch_sequence(load_audio(root / f, 8000), 8000) for f in (a, b))
-        s = symmetric_version_score(sa, sb, cfg)
-        return s[0] >= cfg.version_min_significance and s[1] >= cfg.version_min_above_chance
+        return is_version(symmetric_version_score(sa, sb, cfg), cfg)
 
     pads = ["track_007_ambient_pad.mp3", "track_018_ambient_pad.ogg", "track_019_ambient_pad.mp3"]
     assert all(tracks[p].motif_id is None for p in pads)

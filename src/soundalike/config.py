@@ -300,6 +300,11 @@ class DuplicatesConfig:
         ... and how far it must stand above what the best of the N alignments tried reaches by
         chance (sqrt(2 ln N)): long tracks offer more alignments, so more chances. Both
         thresholds hold both ways (:func:`soundalike.duplicates.symmetric_version_score`).
+    version_min_melody_share : float
+        ... and at that alignment both tracks must carry a melody (a pitched foreground) together
+        over at least this share of their overlap. Songs with no lead line (pads, grooves)
+        leave a pitched foreground only where their accompaniment changes, and two of them on
+        related chords agree there as a melody would (BENCHMARKS.md, "melody share").
     version_min_overlap_s : float
         The agreement must hold over at least this much (or 80 % of the shorter track) ...
     version_min_coverage : float
@@ -330,6 +335,7 @@ class DuplicatesConfig:
     versions: bool = True
     version_min_significance: float = 4.0
     version_min_above_chance: float = 0.1
+    version_min_melody_share: float = 0.22
     version_min_overlap_s: float = 20.0
     version_min_coverage: float = 0.5
     version_candidates: int = 50
@@ -342,7 +348,7 @@ class DuplicatesConfig:
         _check("duplicates", self, ("min_aligned_hits", "offset_candidates", "version_candidates",
                                     "version_tempo_steps", "max_evidence"), _at_least(1))
         _check("duplicates", self, ("min_coverage", "min_score", "min_peak_share", "version_min_landmark_score",
-                                    "version_min_coverage"), _in_range(0.0, 1.0))
+                                    "version_min_coverage", "version_min_melody_share"), _in_range(0.0, 1.0))
         _check("duplicates", self, ("min_aligned_similarity", "version_min_aligned_similarity"), _in_range(-1.0, 1.0))
         if self.version_min_aligned_similarity > self.min_aligned_similarity:
             raise ConfigError(f"duplicates.version_min_aligned_similarity ({self.version_min_aligned_similarity}) "

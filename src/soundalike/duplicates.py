@@ -9,7 +9,8 @@ Four kinds, kept apart because a catalogue owner acts on them differently:
   shorter one agree on one offset inside the longer one, reported as ``offset_s``;
 - ``version``: the same piece, another recording (alternate take, other instruments or tempo):
   no landmark alignment, but the melody's pitch-class sequences (the non-repeating foreground)
-  correlate at one tempo ratio and offset well above anywhere else. Versions are listed
+  correlate at one tempo ratio and offset well above anywhere else, and both carry a melody over
+  enough of that alignment (a song with no lead line has none to share). Versions are listed
   separately and never merged with duplicates.
 
 The evidence for a duplicate is many landmark pairs agreeing on *one* offset
@@ -283,7 +284,8 @@ def pitch_profile(seq: np.ndarray) -> np.ndarray:
     return counts / norm if norm > 0 else counts
 
 
-def version_score(a: np.ndarray, b: np.ndarray, cfg: DuplicatesConfig) -> tuple[float, float, float, float, float, float]:
+def version_score(a: np.ndarray, b: np.ndarray, cfg: DuplicatesConfig
+                  ) -> tuple[float, float, float, float, float, float, float]:
     """How significantly two pitch sequences agree at their best tempo ratio and offset.
 
     ``b`` is stretched to each of ``cfg.version_tempo_steps`` tempo ratios and slid along ``a``;
@@ -299,16 +301,19 @@ def version_score(a: np.ndarray, b: np.ndarray, cfg: DuplicatesConfig) -> tuple[
 
     Returns
     -------
-    significance, above_chance, score, tempo_ratio, offset_s, overlap_s
+    significance, above_chance, score, tempo_ratio, offset_s, overlap_s, melody_share
         ``significance``: the largest weighed excess (about a z-score; thresholded by
         ``cfg.version_min_significance``); ``above_chance``: ``significance - sqrt(2 ln N)``
         over the N alignments tried (thresholded by ``cfg.version_min_above_chance``);
         ``score``: the excess agreement there, in
         [0, 1]; ``tempo_ratio``: b's tempo relative to a's; ``offset_s``: where b starts in a
-        (a's time); ``overlap_s``: how long they overlap there (a's time).
+        (a's time); ``overlap_s``: how long they overlap there (a's time); ``melody_share``:
+        the share of that overlap where both are pitched (thresholded by
+        ``cfg.version_min_melody_share``: a song with no lead line is pitched only where its
+        accompaniment changes, and two such songs on related chords agree there).
     """
     frame_s = _PC_HOP / 8000.0
-    none = (0.0, -np.inf, 0.0, 1.0, 0.0, 0.0)
+    none = (0.0, -np.inf, 0.0, 1.0, 0.0, 0.0, 0.0)
     if a.size < 8 or b.size < 8:
         return none
     ea = _one_hot(a)
@@ -344,13 +349,14 @@ def version_score(a: np.ndarray, b: np.ndarray, cfg: DuplicatesConfig) -> tuple[
         i = int(np.argmax(weighed))
         if weighed[i] > best[0]:
             best = (float(weighed[i]), float(weighed[i]) - chance, float(max(0.0, agreement[i] - median)), float(ratio),
-                    float(lags[i] * frame_s), float(overlap[i] * frame_s))
+                    float(lags[i] * frame_s), float(overlap[i] * frame_s), float(both[i] / overlap[i]))
     return best
 
 
 def symmetric_version_score(a: np.ndarray, b: np.ndarray, cfg: DuplicatesConfig, *,
-                            lazy: bool = False) -> tuple[float, float, float, float, float, float]:
-    """:func:`version_score` both ways: the weaker significance, above_chance and score, a's alignment.
+                            lazy: bool = False) -> tuple[float, float, float, float, float, float, float]:
+    """:func:`version_score` both ways: the weaker significance, above_chance, score and
+    melody_share, a's alignment.
 
     :func:`version_score` stretches ``b`` to each tempo ratio (to the nearest frame) and slides
     it along ``a``, so swapping the two gives other alignments and other chance maxima: on
@@ -360,10 +366,17 @@ def symmetric_version_score(a: np.ndarray, b: np.ndarray, cfg: DuplicatesConfig,
     ``cfg``'s thresholds (the result passes exactly when the full one does).
     """
     fwd = version_score(a, b, cfg)
-    if lazy and not (fwd[0] >= cfg.version_min_significance and fwd[1] >= cfg.version_min_above_chance):
+    if lazy and not is_version(fwd, cfg):
         return fwd
     rev = version_score(b, a, cfg)
-    return (min(fwd[0], rev[0]), min(fwd[1], rev[1]), min(fwd[2], rev[2])) + fwd[3:]
+    return (min(fwd[0], rev[0]), min(fwd[1], rev[1]), min(fwd[2], rev[2])) + fwd[3:6] + (min(fwd[6], rev[6]),)
+
+
+def is_version(score: Sequence[float], cfg: DuplicatesConfig) -> bool:
+    """Whether a :func:`version_score` / :func:`symmetric_version_score` result passes ``cfg``'s
+    thresholds on significance, above-chance and melody share."""
+    return (score[0] >= cfg.version_min_significance and score[1] >= cfg.version_min_above_chance
+            and score[6] >= cfg.version_min_melody_share)
 
 
 def _one_hot(seq: np.ndarray) -> np.ndarray:
@@ -574,9 +587,9 @@ def find_pairs(index: FingerprintIndex, pitch: Mapping[str, np.ndarray], *, new_
                 key = (min(tid, other), max(tid, other))
                 if key in found:
                     continue  # a duplicate is never also a version
-                significance, above_chance, score, ratio, offset, overlap = symmetric_version_score(
-                    oseq, seq, cfg, lazy=True)
-                if significance >= cfg.version_min_significance and above_chance >= cfg.version_min_above_chance:
+                scored = symmetric_version_score(oseq, seq, cfg, lazy=True)
+                significance, above_chance, score, ratio, offset, overlap, melody_share = scored
+                if is_version(scored, cfg):
                     a, b = key
                     shorter = min(oseq.size, seq.size * ratio) * _PC_HOP / 8000.0  # other's time
                     coverage = min(1.0, overlap / max(shorter, 1e-9))
@@ -584,7 +597,8 @@ def find_pairs(index: FingerprintIndex, pitch: Mapping[str, np.ndarray], *, new_
                         ratio, offset, overlap = 1.0 / ratio, -offset / ratio, overlap / ratio
                     found[key] = DuplicatePair(a, b, "version", score, coverage, offset, (
                         {"tempo_ratio": round(ratio, 4), "overlap_s": round(overlap, 1),
-                         "significance": round(significance, 2), "above_chance": round(above_chance, 2)},))
+                         "significance": round(significance, 2), "above_chance": round(above_chance, 2),
+                         "melody_share": round(melody_share, 2)},))
             done.add(tid)
     return sorted(found.values(), key=lambda p: (KINDS.index(p.kind), -p.score, p.track_a, p.track_b))
 
