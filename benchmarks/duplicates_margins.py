@@ -49,6 +49,7 @@ def _candidates(waves: dict, cfg) -> list[tuple]:
     index = FingerprintIndex.from_fingerprints({t: fingerprint_wave(w, 8000, fp_cfg) for t, w in waves.items()}, fp_cfg)
     any_share = dataclasses.replace(cfg, min_peak_share=0.0)
     out, seen = [], set()
+    row_of = {str(t): i for i, t in enumerate(index.track_ids)}
     for row, tid in enumerate(index.track_ids):
         rows, _, hits, totals, _ = index.votes(index.track_fingerprint(row), exclude_rows=[row])
         share = {str(index.track_ids[r]): h / max(t, 1) for r, h, t in zip(rows, hits, totals)}
@@ -58,7 +59,7 @@ def _candidates(waves: dict, cfg) -> list[tuple]:
                 continue
             seen.add(key)
             other = p.track_b if p.track_a == str(tid) else p.track_a
-            p, sim = _verify(index, p, waves.__getitem__, cfg)
+            p, sim = _verify(index, p, waves.__getitem__, cfg, row_of)
             out.append((p.track_a, p.track_b, p.kind, p.score, sim, float(share[other])))
     return out
 

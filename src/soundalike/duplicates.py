@@ -485,19 +485,22 @@ def aligned_similarity(wave_a: np.ndarray, wave_b: np.ndarray, offset_s: float, 
     return best
 
 
-def _verify(index: FingerprintIndex, p: DuplicatePair, load_wave, cfg: DuplicatesConfig) -> tuple[DuplicatePair, float]:
+def _verify(index: FingerprintIndex, p: DuplicatePair, load_wave, cfg: DuplicatesConfig,
+            row_of: Mapping[str, int] | None = None) -> tuple[DuplicatePair, float]:
     """Check a landmark candidate by ear: its aligned similarity at the best of the top-voted offsets.
 
     Loop-based music aligns with itself a bar away almost as well as at the true offset; the
     spectra tell the offsets apart. The pair's offset becomes the best-sounding one. Two tracks
     of the same length that sound as good at the start as a bar away are a copy at the start (a
     low-bitrate MP3 copy of a loop sounds only a little better at its true offset than a bar
-    away), and a ``contained`` candidate placed there becomes a ``re-encode``.
+    away), and a ``contained`` candidate placed there becomes a ``re-encode``. ``row_of`` maps
+    track ids to index rows (built here when not given; :func:`find_pairs` builds it once).
     """
     wave_a, wave_b = load_wave(p.track_a), load_wave(p.track_b)
     if wave_a is None or wave_b is None:  # a file unreadable now: it cannot be checked, so no pair
         return p, float("-inf")
-    row_of = {str(t): i for i, t in enumerate(index.track_ids)}
+    if row_of is None:
+        row_of = {str(t): i for i, t in enumerate(index.track_ids)}
     durations = (float(index.durations_s[row_of[p.track_a]]), float(index.durations_s[row_of[p.track_b]]))
     fp_b = index.track_fingerprint(row_of[p.track_b])
     offsets = index.offsets(fp_b, row_of[p.track_a], k=cfg.offset_candidates) or [(p.offset_s, 0)]
@@ -560,7 +563,7 @@ def find_pairs(index: FingerprintIndex, pitch: Mapping[str, np.ndarray], *, new_
         for p in compare_track(index, row_of[tid], cfg, exclude_rows=skip):
             key = (min(p.track_a, p.track_b), max(p.track_a, p.track_b))
             if load_wave is not None:
-                p, sim = _verify(index, p, load_wave, cfg)
+                p, sim = _verify(index, p, load_wave, cfg, row_of)
                 if sim < cfg.version_min_aligned_similarity or (
                         sim < cfg.min_aligned_similarity and p.score < cfg.version_min_landmark_score):
                     continue
