@@ -78,7 +78,7 @@ def main(argv=None) -> int:
     pairs_s = time.perf_counter() - t0
     root = Path(args.roots[0])
     name = lambda p: str(p.relative_to(root)) if p.is_relative_to(root) else str(p)  # noqa: E731
-    minutes = sum(s.size for s in seqs.values()) * 0.125 / 60
+    minutes = sum(s.shape[-1] for s in seqs.values()) * 0.125 / 60
     print(f"{len(tracks)} distinct files >= {args.min_duration:g} s ({minutes:.0f} min), {len(rows)} pairs, "
           f"PITCH_REVISION {PITCH_REVISION}")
     sig_only = [r for r in rows if r[0] >= cfg.version_min_significance]

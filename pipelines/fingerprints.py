@@ -45,7 +45,7 @@ def _fingerprint_batches(cfg_dict: dict, settings: str):
     def run(batches):
         from soundalike.audio import load_audio
         from soundalike.config import config_from_dict
-        from soundalike.duplicates import pitch_sequence
+        from soundalike.duplicates import PITCH_VIEWS, pitch_sequence
         from soundalike.fingerprint import fingerprint_wave
 
         fp_cfg = config_from_dict(cfg_dict).fingerprint
@@ -58,7 +58,7 @@ def _fingerprint_batches(cfg_dict: dict, settings: str):
                     rows.append((tid, path, None, None, None, None, None, type(exc).__name__, str(exc)))
                     continue
                 fp = fingerprint_wave(wave, fp_cfg.sample_rate_hz, fp_cfg)
-                pitch = pitch_sequence(wave, fp_cfg.sample_rate_hz) if fp_cfg.sample_rate_hz == 8000 else np.zeros(0, np.uint8)
+                pitch = pitch_sequence(wave, fp_cfg.sample_rate_hz) if fp_cfg.sample_rate_hz == 8000 else np.zeros((PITCH_VIEWS, 0), np.uint8)
                 rows.append((tid, path, settings, fp.duration_s, fp.hashes.view(np.int32).tolist(), fp.times.tolist(),
                              pitch.tobytes(), None, None))
             yield pd.DataFrame(rows, columns=_OUT_COLUMNS)
@@ -113,7 +113,9 @@ def update_fingerprints(spark: SparkSession, cfg: Config) -> tuple[list[str], li
 
 
 def load_fingerprints(spark: SparkSession, cfg: Config):
-    """``(FingerprintIndex, {track_id: pitch uint8 [frames]})`` of every live track, from the table."""
+    """``(FingerprintIndex, {track_id: pitch uint8 [PITCH_VIEWS, frames]})`` of every live track, from the table
+    (the ``pitch`` column holds the views row after row)."""
+    from soundalike.duplicates import PITCH_VIEWS
     from soundalike.fingerprint import Fingerprint, FingerprintIndex, frame_seconds
 
     settings = fingerprint_settings(cfg.fingerprint)
@@ -123,5 +125,5 @@ def load_fingerprints(spark: SparkSession, cfg: Config):
     fps = {r["track_id"]: Fingerprint(np.asarray(r["hashes"] or [], np.int32).view(np.uint32),
                                       np.asarray(r["times"] or [], np.int32), float(r["duration_s"] or 0.0), frame_s)
            for r in rows}
-    pitch = {r["track_id"]: np.frombuffer(bytes(r["pitch"] or b""), np.uint8) for r in rows}
+    pitch = {r["track_id"]: np.frombuffer(bytes(r["pitch"] or b""), np.uint8).reshape(PITCH_VIEWS, -1) for r in rows}
     return FingerprintIndex.from_fingerprints(fps, cfg.fingerprint), pitch

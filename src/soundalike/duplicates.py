@@ -65,8 +65,14 @@ _PC_MIN_BOTH = 40
 _PC_NOTE_RANGE, _PC_HARMONICS, _PC_HARMONIC_DECAY, _PC_COMPRESSION = (48, 84), 5, 0.8, 0.25
 #: Longest run of one pitch class kept (3 s): longer is a held chord, not a melody (:func:`_cap_runs`).
 _PC_MAX_RUN = 24
+#: The second view's salience is each pitch class's mean over this many frames, centred (:func:`pitch_sequence`).
+_PC_SMOOTH_FRAMES = 3
+#: Views in a pitch sequence (rows): the frame's most salient note, and the same over smoothed salience.
+PITCH_VIEWS = 2
+#: The views' best alignments agree when their offsets are this close (and tempo ratios within 1.5 steps).
+_PC_VIEWS_AGREE_S = 2.0
 #: Bumped whenever :func:`pitch_sequence` changes, so stored sequences are made again.
-PITCH_REVISION = 5
+PITCH_REVISION = 6
 
 
 @dataclass(frozen=True)
@@ -127,7 +133,8 @@ def exact_pairs(paths_by_track: Mapping[str, Sequence[str]]) -> list[DuplicatePa
 
 
 def pitch_sequence(wave: np.ndarray, sr: int) -> np.ndarray:
-    """The melody's pitch class every 0.125 s of ``wave`` (8 kHz), uint8 [frames] (12: none).
+    """The melody's pitch class every 0.125 s of ``wave`` (8 kHz), in two views: uint8
+    [PITCH_VIEWS, frames] (12: none).
 
     Alternate takes share their lead line, not their accompaniment, and two songs in one style
     share their accompaniment. So the repeating part of the spectrogram is masked out first
@@ -141,6 +148,12 @@ def pitch_sequence(wave: np.ndarray, sr: int) -> np.ndarray:
     (between notes, accompaniment only) and silence get 12, except the decay of a note after its
     clear attack, which keeps the attack's pitch class (:func:`_hold_notes`); a pitch class held
     longer than 3 s (a chord or drone, not a melody) counts for its first 3 s (:func:`_cap_runs`).
+
+    The second view takes each frame's pitch class from the salience averaged over
+    ``_PC_SMOOTH_FRAMES`` frames around it: a lead note lasts, while an arpeggio of the lead's own
+    instrument changes note every 2-3 frames, so a piano lead buried in a piano arpeggio is named
+    more often there; a plucked lead, loud only at its attack, is named better by the first view.
+    :func:`version_score` scores both and counts the chance of both (BENCHMARKS.md, "two views").
     """
     import librosa
 
@@ -148,7 +161,7 @@ def pitch_sequence(wave: np.ndarray, sr: int) -> np.ndarray:
         raise ParameterError(f"pitch_sequence expects 8000 Hz audio, got {sr}")
     wave = np.asarray(wave, dtype=np.float32)
     if wave.shape[0] < _PC_NFFT:
-        return np.zeros(0, np.uint8)
+        return np.zeros((PITCH_VIEWS, 0), np.uint8)
     mag = np.abs(librosa.stft(wave, n_fft=_PC_NFFT, hop_length=_PC_HOP))  # [bins, frames]
     freqs = librosa.fft_frequencies(sr=sr, n_fft=_PC_NFFT)
     level = (mag ** 2).sum(axis=0)
@@ -169,11 +182,15 @@ def pitch_sequence(wave: np.ndarray, sr: int) -> np.ndarray:
         mag = mag * librosa.util.softmask(mag - repeating, _PC_MASK_MARGIN * repeating, power=2)
     power = np.zeros((freqs.size, mag.shape[1]), np.float32)
     power[band] = mag ** 2
-    out = _pitch_salience(power).argmax(axis=0).astype(np.uint8)
+    salience = _pitch_salience(power)
     foreground = power.sum(axis=0)
-    out = _hold_notes(out, foreground > _PC_MELODY_GATE * np.percentile(foreground, 95), band_level)
-    out[level < level.max() * 1e-5] = 12
-    return _cap_runs(out, _PC_MAX_RUN)
+    clear = foreground > _PC_MELODY_GATE * np.percentile(foreground, 95)
+    views = []
+    for view in (salience, uniform_filter1d(salience, _PC_SMOOTH_FRAMES, axis=1, mode="nearest")):
+        out = _hold_notes(view.argmax(axis=0).astype(np.uint8), clear, band_level)
+        out[level < level.max() * 1e-5] = 12
+        views.append(_cap_runs(out, _PC_MAX_RUN))
+    return np.stack(views)
 
 
 def _cap_runs(seq: np.ndarray, longest: int) -> np.ndarray:
@@ -278,7 +295,9 @@ def _repeating(mag: np.ndarray, by: np.ndarray) -> np.ndarray:
 
 
 def pitch_profile(seq: np.ndarray) -> np.ndarray:
-    """Unit-norm share of each pitch class in a pitch sequence, float64 [12] (zeros when none)."""
+    """Unit-norm share of each pitch class in a pitch sequence (all its views), float64 [12]
+    (zeros when none)."""
+    seq = np.ravel(seq)
     counts = np.bincount(seq[seq < 12], minlength=12).astype(np.float64)
     norm = np.linalg.norm(counts)
     return counts / norm if norm > 0 else counts
@@ -299,6 +318,13 @@ def version_score(a: np.ndarray, b: np.ndarray, cfg: DuplicatesConfig
     alignments (a threshold on the significance alone, set on 30-60 s tracks, passes unrelated
     pairs of 3-minute ones), so how far the best stands above that is returned too.
 
+    ``a`` and ``b`` are [frames] (one view) or [views, frames] (:func:`pitch_sequence`'s views,
+    the same number in both): each view is scored against the same view of the other, against
+    its own median. Where every view's best alignment is the same (tempo ratio within 1.5 steps,
+    offset within ``_PC_VIEWS_AGREE_S``), the best of all is taken and N counts the alignments of
+    every view; otherwise the first view's own result counts, so a chance peak of another view
+    elsewhere adds nothing (on real music the smoothed view alone passed an unrelated pair).
+
     Returns
     -------
     significance, above_chance, score, tempo_ratio, offset_s, overlap_s, melody_share
@@ -312,12 +338,54 @@ def version_score(a: np.ndarray, b: np.ndarray, cfg: DuplicatesConfig
         ``cfg.version_min_melody_share``: a song with no lead line is pitched only where its
         accompaniment changes, and two such songs on related chords agree there).
     """
-    frame_s = _PC_HOP / 8000.0
     none = (0.0, -np.inf, 0.0, 1.0, 0.0, 0.0, 0.0)
-    if a.size < 8 or b.size < 8:
+    a, b = np.atleast_2d(a), np.atleast_2d(b)
+    if a.shape[0] != b.shape[0]:
+        raise ParameterError(f"pitch sequences with {a.shape[0]} and {b.shape[0]} views cannot be compared")
+    if a.shape[1] < 8 or b.shape[1] < 8:
         return none
+    per_view = [_alignments(va, vb, cfg) for va, vb in zip(a, b)]
+    counts = [sum(f[0].size for f in found) for found in per_view]
+    if not any(counts):
+        return none
+    own = _best_alignment(per_view[0], counts[0])
+    if len(per_view) == 1:
+        return own
+    # The best of every alignment of every view: chance counts them all. A view other than the
+    # first only confirms: where the views' best alignments differ, the first view's own counts.
+    every = [_best_alignment(found, sum(counts)) for found in per_view]
+    top = max(range(len(every)), key=lambda v: every[v][0])
+    step = np.log(cfg.version_tempo_range[1] / cfg.version_tempo_range[0]) / max(cfg.version_tempo_steps - 1, 1)
+    agree = all(abs(np.log(every[v][3] / every[top][3])) <= 1.5 * step + 1e-9
+                and abs(every[v][4] - every[top][4]) <= _PC_VIEWS_AGREE_S
+                for v in range(len(every)) if counts[v])
+    return every[top] if agree else own
+
+
+def _best_alignment(found: list[tuple], alignments: int) -> tuple[float, float, float, float, float, float, float]:
+    """:func:`version_score`'s result for one view's ``found`` (:func:`_alignments`), its
+    above-chance counted against the best of ``alignments`` tried."""
+    frame_s = _PC_HOP / 8000.0
+    best = (0.0, -np.inf, 0.0, 1.0, 0.0, 0.0, 0.0)
+    if not found:
+        return best
+    chance = float(np.sqrt(2.0 * np.log(max(alignments, 2))))
+    median = float(np.median(np.concatenate([f[0] for f in found])))
+    for agreement, both, ratio, lags, overlap in found:
+        weighed = (agreement - median) * np.sqrt(both)
+        i = int(np.argmax(weighed))
+        if weighed[i] > best[0]:
+            best = (float(weighed[i]), float(weighed[i]) - chance, float(max(0.0, agreement[i] - median)),
+                    float(ratio), float(lags[i] * frame_s), float(overlap[i] * frame_s), float(both[i] / overlap[i]))
+    return best
+
+
+def _alignments(a: np.ndarray, b: np.ndarray, cfg: DuplicatesConfig) -> list[tuple]:
+    """Per tempo ratio of one view of :func:`version_score`: (agreement, both-pitched frames,
+    ratio, lag, overlap) at every alignment with enough overlap."""
+    frame_s = _PC_HOP / 8000.0
     ea = _one_hot(a)
-    found = []  # per ratio: agreement, both-pitched frames, ratio, lag, overlap
+    found = []
     lo, hi = cfg.version_tempo_range
     for ratio in np.exp(np.linspace(np.log(lo), np.log(hi), cfg.version_tempo_steps)):
         n = int(round(b.size * ratio))
@@ -339,18 +407,7 @@ def version_score(a: np.ndarray, b: np.ndarray, cfg: DuplicatesConfig
             overlap >= cfg.version_min_coverage * shorter) & (both >= _PC_MIN_BOTH)
         if ok.any():
             found.append((agree[ok] / both[ok], both[ok], ratio, lags[ok], overlap[ok]))
-    if not found:
-        return none
-    agreements = np.concatenate([f[0] for f in found])
-    median, chance = float(np.median(agreements)), float(np.sqrt(2.0 * np.log(max(agreements.size, 2))))
-    best = none
-    for agreement, both, ratio, lags, overlap in found:
-        weighed = (agreement - median) * np.sqrt(both)
-        i = int(np.argmax(weighed))
-        if weighed[i] > best[0]:
-            best = (float(weighed[i]), float(weighed[i]) - chance, float(max(0.0, agreement[i] - median)), float(ratio),
-                    float(lags[i] * frame_s), float(overlap[i] * frame_s), float(both[i] / overlap[i]))
-    return best
+    return found
 
 
 def symmetric_version_score(a: np.ndarray, b: np.ndarray, cfg: DuplicatesConfig, *,
