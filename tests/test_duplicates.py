@@ -22,8 +22,8 @@ from soundalike.sample import METADATA_FILENAME, generate_catalogue, load_metada
 
 DUPLICATE_KINDS = {"re-encode", "contained"}
 #: Alternate-take pairs of the planted catalogue below found as versions (2 of 3 on these 30-45 s
-#: tracks since PITCH_REVISION 5, 1 before: shorter tracks give less evidence; 14 of 15 on the
-#: 30-60 s catalogues of BENCHMARKS.md).
+#: tracks since PITCH_REVISION 5, 1 before: shorter tracks give less evidence; 15 of 15 on the
+#: 30-60 s catalogues of BENCHMARKS.md since revision 6).
 MIN_TAKES_FOUND = 2
 
 
