@@ -253,11 +253,18 @@ def test_a_note_is_held_over_its_decay_until_the_next_onset():
     assert long.tolist() == [0] * 9 + [12] * 11
 
 
-def test_symmetric_version_score_is_the_weaker_way_and_lazy_only_when_failing():
-    rng = np.random.default_rng(3)
+def motif_pair(seed: int):
+    """``(rng, motif, a, b)``: pitch sequences sharing a repeated 16-note motif (a: from its
+    start, then noise; b: noise for 7.5 s, then the motif)."""
+    rng = np.random.default_rng(seed)
     motif = np.repeat(rng.integers(0, 12, 16), 3).astype(np.uint8)
     a = np.r_[np.tile(motif, 8), rng.integers(0, 13, 100).astype(np.uint8)]
     b = np.r_[rng.integers(0, 13, 60).astype(np.uint8), np.tile(motif, 7)]
+    return rng, motif, a, b
+
+
+def test_symmetric_version_score_is_the_weaker_way_and_lazy_only_when_failing():
+    rng, _, a, b = motif_pair(3)
     cfg = DuplicatesConfig()
     ab, ba = version_score(a, b, cfg), version_score(b, a, cfg)
     both = symmetric_version_score(a, b, cfg)
@@ -269,10 +276,7 @@ def test_symmetric_version_score_is_the_weaker_way_and_lazy_only_when_failing():
 
 
 def test_a_second_view_counts_only_where_it_finds_the_first_views_alignment():
-    rng = np.random.default_rng(5)
-    motif = np.repeat(rng.integers(0, 12, 16), 3).astype(np.uint8)
-    a = np.r_[np.tile(motif, 8), rng.integers(0, 13, 100).astype(np.uint8)]
-    b = np.r_[rng.integers(0, 13, 60).astype(np.uint8), np.tile(motif, 7)]
+    rng, motif, a, b = motif_pair(5)
     cfg = DuplicatesConfig()
     one = version_score(a, b, cfg)
     # The same alignment in both views: its significance, against the chance of twice the alignments.
