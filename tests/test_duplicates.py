@@ -135,6 +135,9 @@ def test_an_alternate_take_is_a_version_and_another_song_in_its_style_is_not(tmp
     assert evidence["significance"] >= DuplicatesConfig().version_min_significance
     assert evidence["above_chance"] >= DuplicatesConfig().version_min_above_chance
     assert evidence["melody_share"] >= DuplicatesConfig().version_min_melody_share
+    # The alignment held over at least version_min_coverage of the shorter take (in frames, not
+    # in stored bytes: a pitch sequence holds two views).
+    assert DuplicatesConfig().version_min_coverage <= pairs[0].coverage <= 1.0
     assert abs(pairs[0].offset_s) < 0.5  # both melodies enter on beat 9
 
 

@@ -651,7 +651,7 @@ def find_pairs(index: FingerprintIndex, pitch: Mapping[str, np.ndarray], *, new_
                 significance, above_chance, score, ratio, offset, overlap, melody_share = scored
                 if is_version(scored, cfg):
                     a, b = key
-                    shorter = min(oseq.size, seq.size * ratio) * _PC_HOP / 8000.0  # other's time
+                    shorter = min(oseq.shape[-1], seq.shape[-1] * ratio) * _PC_HOP / 8000.0  # other's time; frames, not both views' values
                     coverage = min(1.0, overlap / max(shorter, 1e-9))
                     if a != other:  # report b's start inside a, in a's time (a is this track)
                         ratio, offset, overlap = 1.0 / ratio, -offset / ratio, overlap / ratio
