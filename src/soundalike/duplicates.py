@@ -348,34 +348,40 @@ def version_score(a: np.ndarray, b: np.ndarray, cfg: DuplicatesConfig
     counts = [sum(f[0].size for f in found) for found in per_view]
     if not any(counts):
         return none
-    own = _best_alignment(per_view[0], counts[0])
-    if len(per_view) == 1:
-        return own
-    # The best of every alignment of every view: chance counts them all. A view other than the
-    # first only confirms: where the views' best alignments differ, the first view's own counts.
-    every = [_best_alignment(found, sum(counts)) for found in per_view]
+    # Each view's best; above-chance is filled in below, once it is known which chance counts.
+    every = [_best_alignment(found) for found in per_view]
     top = max(range(len(every)), key=lambda v: every[v][0])
     step = np.log(cfg.version_tempo_range[1] / cfg.version_tempo_range[0]) / max(cfg.version_tempo_steps - 1, 1)
     agree = all(abs(np.log(every[v][3] / every[top][3])) <= 1.5 * step + 1e-9
                 and abs(every[v][4] - every[top][4]) <= _PC_VIEWS_AGREE_S
                 for v in range(len(every)) if counts[v])
-    return every[top] if agree else own
+    # The best of every alignment of every view: chance counts them all. A view other than the
+    # first only confirms: where the views' best alignments differ, the first view's own counts.
+    if agree:
+        chosen, alignments = every[top], sum(counts)
+    elif counts[0]:
+        chosen, alignments = every[0], counts[0]
+    else:
+        return none
+    if chosen[0] <= 0:  # no alignment above the median: nothing to stand above chance
+        return chosen
+    chance = float(np.sqrt(2.0 * np.log(max(alignments, 2))))
+    return (chosen[0], chosen[0] - chance) + chosen[2:]
 
 
-def _best_alignment(found: list[tuple], alignments: int) -> tuple[float, float, float, float, float, float, float]:
-    """:func:`version_score`'s result for one view's ``found`` (:func:`_alignments`), its
-    above-chance counted against the best of ``alignments`` tried."""
+def _best_alignment(found: list[tuple]) -> tuple[float, float, float, float, float, float, float]:
+    """:func:`version_score`'s result for one view's ``found`` (:func:`_alignments`), with
+    above-chance left at -inf for the caller, who knows how many alignments were tried."""
     frame_s = _PC_HOP / 8000.0
     best = (0.0, -np.inf, 0.0, 1.0, 0.0, 0.0, 0.0)
     if not found:
         return best
-    chance = float(np.sqrt(2.0 * np.log(max(alignments, 2))))
     median = float(np.median(np.concatenate([f[0] for f in found])))
     for agreement, both, ratio, lags, overlap in found:
         weighed = (agreement - median) * np.sqrt(both)
         i = int(np.argmax(weighed))
         if weighed[i] > best[0]:
-            best = (float(weighed[i]), float(weighed[i]) - chance, float(max(0.0, agreement[i] - median)),
+            best = (float(weighed[i]), -np.inf, float(max(0.0, agreement[i] - median)),
                     float(ratio), float(lags[i] * frame_s), float(overlap[i] * frame_s), float(both[i] / overlap[i]))
     return best
 
