@@ -87,11 +87,11 @@ def main(argv=None) -> int:
           f"and above_chance >= {cfg.version_min_above_chance} and melody share >= {cfg.version_min_melody_share} "
           f"(defaults): {len(passing)} pairs")
     for r in sorted(sig_only, key=lambda r: -r[1]):
-        mark = "PASS" if r in passing else "    "
+        mark = "PASS" if r[7] else "    "
         print(f"  {mark} significance {r[0]:5.2f} above_chance {r[1]:5.2f} melody share {r[6]:.2f} tempo {r[2]:.2f} "
               f"offset {r[3]:6.1f} s  "
               f"{name(r[4])}  ~  {name(r[5])}")
-    nxt = max((r[1] for r in rows if r not in passing), default=float("nan"))
+    nxt = max((r[1] for r in rows if not r[7]), default=float("nan"))
     print(f"highest above_chance of a pair not passing: {nxt:.2f}")
     if made:
         print(f"pitch sequence: {1000 * pitch_s / made:.0f} ms a track ({made} made, the rest cached)")
